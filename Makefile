@@ -1,0 +1,43 @@
+# Two commands for a new user:  `make run` (the main job)  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# The CPU build; on a CUDA machine set TORCH="torch==2.13.0 --index-url <your CUDA wheel index>".
+TORCH  ?= torch==2.13.0
+RUN    ?= runs/main-$(shell date +%Y%m%d-%H%M%S)
+BUDGET ?= 150
+FASHION = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup data run test clean
+
+$(BIN)/genlab: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[dev,tensorboard]"
+	touch $@
+
+setup: $(BIN)/genlab
+
+# Fashion-MNIST from Debian's package when it is missing (genlab would otherwise download it).
+data:
+	@if [ ! -f $(FASHION) ] && command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+	  || echo "genlab: apt-get failed; genlab will download Fashion-MNIST instead"; fi
+
+run: setup data
+	$(BIN)/genlab train vae --config configs/vae_fashion.toml --time-budget $(BUDGET) --out $(RUN)/vae
+	$(BIN)/genlab train gan --config configs/gan_fashion.toml --time-budget $(BUDGET) --out $(RUN)/gan
+	$(BIN)/genlab sample $(RUN)/vae --n 64 --out $(RUN)/vae_samples.png
+	$(BIN)/genlab sample $(RUN)/gan --n 64 --out $(RUN)/gan_samples.png
+	$(BIN)/genlab reconstruct $(RUN)/vae --out $(RUN)/vae_reconstructions.png
+	$(BIN)/genlab interpolate $(RUN)/vae --out $(RUN)/vae_interpolations.png
+	@echo "genlab: pictures in $(RUN): vae_samples.png gan_samples.png vae_reconstructions.png vae_interpolations.png, per-epoch grids in $(RUN)/*/samples"
+
+test: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) runs

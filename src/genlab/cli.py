@@ -1,0 +1,232 @@
+"""genlab command line: train, sample, reconstruct, interpolate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlab.errors import ConfigError, GenlabError
+
+# train.* keys that --resume may change: limits and where to run, not what is computed.
+RESUMABLE = {"train.epochs", "train.max_steps", "train.time_budget", "train.device", "train.log_every", "train.sample_every"}
+TRAIN_FLAGS = {  # flag dest -> config key
+    "data": "data.dataset",
+    "epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "time_budget": "train.time_budget",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "seed": "train.seed",
+    "device": "train.device",
+}
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    from genlab.config import parse_value
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            raise ConfigError(f"--set {item!r}: write it as section.key=value, e.g. --set model.latent_dim=32")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from genlab.config import from_dict, load_config
+    from genlab.train.loop import train
+
+    overrides = {key: getattr(args, dest) for dest, key in TRAIN_FLAGS.items() if getattr(args, dest) is not None}
+    overrides.update(parse_set(args.set))
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.json").is_file():
+            raise GenlabError(f"--resume {run_dir}: no config.json there; pass the folder of a genlab training run")
+        saved = from_dict(json.loads((run_dir / "config.json").read_text())).to_dict()
+        if saved["family"] != args.family:
+            raise GenlabError(f"{run_dir} is a {saved['family']} run; resume it with `genlab train {saved['family']} --resume`")
+        if args.config:
+            raise GenlabError("--resume reads the run's own config.json; drop --config")
+        fixed = sorted(k for k in overrides if k not in RESUMABLE)
+        if fixed:
+            raise GenlabError(f"cannot change {', '.join(fixed)} when resuming; only {', '.join(sorted(RESUMABLE))}")
+        # Stop conditions belong to an invocation: the resumed run gets only the ones given now.
+        saved["train"].update(max_steps=None, time_budget=None)
+        sections = {k: v for k, v in saved.items() if k != "family"}
+        config = load_config(args.family, None, {f"{s}.{k}": v for s, d in sections.items() for k, v in d.items()} | overrides)
+    else:
+        config = load_config(args.family, args.config, overrides)
+        run_dir = Path(args.out or f"runs/{args.family}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if (run_dir / "checkpoints").exists():
+            raise GenlabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    started = time.monotonic()
+    result = train(config, run_dir, resume=bool(args.resume), quiet=args.quiet)
+    wall = time.monotonic() - started
+    figures = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items() if k != "images_per_s")
+    print(
+        f"genlab: {config.family} stopped ({result.reason}) at step {result.step}, "
+        f"epoch {result.epoch} after {wall:.0f}s; {figures}"
+    )
+    print(f"genlab: run folder {run_dir}  samples {run_dir / 'samples'}")
+    return 130 if result.reason == "interrupted" else 0
+
+
+def load_run(path: str, device: str) -> tuple[Any, Any, dict[str, Any]]:
+    """(config, model in eval mode, training state) from a run folder or checkpoint folder."""
+    from genlab import checkpoint as ckpt
+    from genlab.config import from_dict
+    from genlab.models import build_model
+    from genlab.train.loop import resolve_device
+
+    folder = ckpt.find_checkpoint(path)
+    config = from_dict(ckpt.load_config_json(folder))
+    model = build_model(config.family, config.model)
+    ckpt.load_into(model, ckpt.load_weights(folder), folder)
+    state = ckpt.load_state(folder)
+    return config, model.to(resolve_device(device)).eval(), state
+
+
+def _output_size(state: dict[str, Any]) -> tuple[int, int] | None:
+    size = state.get("original_size")
+    return tuple(size) if size else None
+
+
+@torch.no_grad()
+def cmd_sample(args: argparse.Namespace) -> int:
+    from genlab.data import crop_to
+    from genlab.io import save_images
+
+    if args.n <= 0:
+        raise GenlabError(f"--n must be >= 1, got {args.n}")
+    config, model, state = load_run(args.run, args.device)
+    gen = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
+    images = torch.cat([model.sample(min(1024, args.n - i), generator=gen) for i in range(0, args.n, 1024)])
+    size = _output_size(state)
+    images = crop_to(images, size) if size else images
+    print(f"genlab: wrote {args.n} samples {tuple(images.shape[1:])} to {save_images(args.out, images)}")
+    return 0
+
+
+def _test_images(config, state, n: int, device: torch.device) -> torch.Tensor:
+    from genlab.data import load_dataset
+    from genlab.train.loop import model_shape
+
+    channels, size = model_shape(config)
+    _, test = load_dataset(config.data, channels, size)
+    return test.images[:n].to(device)
+
+
+def _vae_run(args: argparse.Namespace):
+    config, model, state = load_run(args.run, args.device)
+    if config.family != "vae":
+        raise GenlabError(f"{args.run} is a {config.family} run; this command needs a VAE run")
+    return config, model, state
+
+
+@torch.no_grad()
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from genlab.data import crop_to
+    from genlab.io import save_images
+    from genlab.train.vae import prepare
+
+    config, model, state = _vae_run(args)
+    device = next(model.parameters()).device
+    x = prepare(model, _test_images(config, state, args.n, device), config.data.binarize)
+    shown = x * 2 - 1 if model.config.decoder == "bernoulli" else x
+    pairs = torch.stack([shown, model.reconstruct(x)], dim=1).flatten(0, 1)  # original, reconstruction, ...
+    size = _output_size(state)
+    out = save_images(args.out, crop_to(pairs, size) if size else pairs, nrow=8)
+    print(f"genlab: wrote {len(x)} test images beside their reconstructions to {out}")
+    return 0
+
+
+@torch.no_grad()
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from genlab.data import crop_to
+    from genlab.io import save_images
+    from genlab.train.vae import prepare
+
+    config, model, state = _vae_run(args)
+    device = next(model.parameters()).device
+    x = prepare(model, _test_images(config, state, 2 * args.pairs, device), config.data.binarize)
+    if len(x) < 2:
+        raise GenlabError("interpolation needs at least two test images")
+    mu, _ = model.encode(x)
+    a, b = mu[0::2], mu[1::2]
+    n = min(len(a), len(b))
+    w = torch.linspace(0, 1, args.steps, device=device).view(1, -1, 1)
+    z = (1 - w) * a[:n, None] + w * b[:n, None]  # (pairs, steps, latent): straight lines between posterior means
+    images = model.to_image(model.decode(z.flatten(0, 1)))
+    size = _output_size(state)
+    out = save_images(args.out, crop_to(images, size) if size else images, nrow=args.steps)
+    print(f"genlab: wrote {n} interpolations of {args.steps} steps to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genlab", description="VAE / beta-VAE and vanilla GAN of the course notes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model family on a data set")
+    p.add_argument("family", choices=["vae", "gan"])
+    p.add_argument("--config", help="TOML or YAML file with [model] [loss] [train] [data] sections")
+    p.add_argument("--data", help="built-in data set (fashion-mnist, mnist) or a folder of images or IDX files")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-steps", type=int, help="stop at this step of the whole run (resumes included)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly, checkpointed, after this long")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--out", help="run folder (default runs/FAMILY-DATE-TIME)")
+    p.add_argument("--resume", metavar="RUN", help="continue this run folder where it stopped")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="any config key")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a trained run")
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--out", required=True, help="FILE.png (grid) or FILE.npy (N,C,H,W floats in [-1, 1])")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("reconstruct", help="VAE: test images beside their reconstructions")
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=32)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("interpolate", help="VAE: decoded points on lines between pairs of test images")
+    p.add_argument("run")
+    p.add_argument("--pairs", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_interpolate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GenlabError as e:
+        print(f"genlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

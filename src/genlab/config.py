@@ -1,0 +1,282 @@
+"""Run configuration: TOML/YAML sections [model], [loss], [train], [data] onto frozen dataclasses.
+
+Every key is checked before any work starts: unknown keys get a "did you mean", wrong types and
+impossible values name the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from genlab.errors import ConfigError
+from genlab.models import MODELS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class VAELossConfig:
+    """Listing 5's weights, plus beta-VAE (Higgins et al. 2017) and capacity annealing (Burgess et al. 2018)."""
+
+    kld_weight: float = 0.00025  # PyTorch-VAE's vae.yaml; also fixes the Gaussian decoder variance (losses.py)
+    beta: float = 1.0
+    loss_type: str = "beta"  # "beta": recon + beta*w*KL; "capacity": recon + gamma*w*|KL - C(step)|
+    gamma: float = 1000.0
+    max_capacity: float = 25.0
+    capacity_max_iter: int = 100_000
+
+    def validate(self) -> None:
+        _positive("loss.kld_weight", self.kld_weight, allow_zero=True)
+        _positive("loss.beta", self.beta, allow_zero=True)
+        _choice("loss.loss_type", self.loss_type, ("beta", "capacity"))
+        _positive("loss.gamma", self.gamma, allow_zero=True)
+        _positive("loss.max_capacity", self.max_capacity, allow_zero=True)
+        _positive("loss.capacity_max_iter", self.capacity_max_iter)
+
+
+@dataclass(frozen=True)
+class GANLossConfig:
+    """The notes' BCE; on logits by default (same model, finite where the Sigmoid saturates)."""
+
+    logits: bool = True
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    max_steps: int | None = None  # counts the whole run, resumes included
+    time_budget: float | None = None  # seconds of this invocation; stops cleanly, checkpointed
+    batch_size: int = 64
+    lr: float = 0.005
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    lr_decay: float = 1.0  # ExponentialLR gamma, applied once an epoch (PyTorch-VAE uses 0.95)
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 50  # steps between host syncs for logging
+    sample_every: int = 1  # epochs between sample grids
+    val_batches: int = 20  # test batches for the per-epoch validation losses
+    num_samples: int = 64
+    nan_policy: str = "stop"  # "stop": halt keeping the last good checkpoint; "skip": drop the step
+
+    def validate(self) -> None:
+        _positive("train.epochs", self.epochs)
+        if self.max_steps is not None:
+            _positive("train.max_steps", self.max_steps)
+        if self.time_budget is not None:
+            _positive("train.time_budget", self.time_budget)
+        _positive("train.batch_size", self.batch_size)
+        _positive("train.lr", self.lr)
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        _positive("train.weight_decay", self.weight_decay, allow_zero=True)
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.seed < 0:
+            raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
+        for key in ("log_every", "sample_every", "num_samples"):
+            _positive(f"train.{key}", getattr(self, key))
+        _positive("train.val_batches", self.val_batches, allow_zero=True)
+        _choice("train.nan_policy", self.nan_policy, ("stop", "skip"))
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "fashion-mnist"  # a built-in name (fashion-mnist, mnist) or a folder of images / IDX files
+    root: str | None = None  # where built-in IDX files are looked for and downloaded to
+    download: bool = True
+    fit: str = "pad"  # "pad" (centre, black) or "resize" to the model's image size
+    center_crop: int | None = None  # image folders: PyTorch-VAE's CelebA uses 148
+    val_fraction: float = 0.05  # image folders: share held out as the test split
+    workers: int = 2
+    max_memory_mb: float = 4096  # image folders larger than this stream from disk
+    skip_bad_files: bool = False
+    binarize: bool = False  # Bernoulli decoders: pixels > 127 become 1
+
+    def validate(self) -> None:
+        if not self.dataset:
+            raise ConfigError("data.dataset must name a built-in data set or a folder")
+        _choice("data.fit", self.fit, ("pad", "resize"))
+        if self.center_crop is not None:
+            _positive("data.center_crop", self.center_crop)
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        _positive("data.workers", self.workers, allow_zero=True)
+        _positive("data.max_memory_mb", self.max_memory_mb)
+
+
+LOSSES = {"vae": VAELossConfig, "gan": GANLossConfig}
+# Family defaults where the notes' reference implementations differ (PyTorch-VAE vs PyTorch-GAN),
+# and the model shapes that fit the built-in Fashion-MNIST (28x28 grey, padded to 32 for the VAE).
+DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "vae": {"model": {"in_channels": 1, "image_size": 32}, "train": {"lr": 0.005, "betas": (0.9, 0.999)}},
+    "gan": {"model": {}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    family: str
+    model: Any
+    loss: Any
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, **{k: asdict(getattr(self, k)) for k in ("model", "loss", "train", "data")}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def validate(self) -> None:
+        for part in (self.model, self.loss, self.train, self.data):
+            part.validate()
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """value as the dataclass field type hint, or a ConfigError naming the key."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(key, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key} must be a list of {len(args)} values, got {list(value)}")
+        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover
+        return value
+    raise ConfigError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def build_section(cls: type, values: dict[str, Any], section: str) -> Any:
+    """A dataclass from a dict, refusing unknown keys (with a suggestion) and wrong types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{section}] must be a table of key = value, got {values!r}")
+    names = [f.name for f in fields(cls)]
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {section}.{close[0]}?" if close else f"; allowed: {', '.join(names)}"
+            raise ConfigError(f"unknown key {section}.{key}{hint}")
+        kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """A TOML or YAML config file as a dict of sections."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except Exception as e:  # both parsers' errors carry line and column
+        raise ConfigError(f"{path}: cannot parse ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected sections [model], [loss], [train], [data]")
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """A command-line override value, read as TOML (numbers, booleans, lists), else as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(family: str, file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults <- config file <- overrides ({"train.lr": 1e-3, ...}), checked and frozen."""
+    if family not in MODELS:
+        raise ConfigError(f"unknown model family {family!r}; choose one of {', '.join(MODELS)}")
+    raw = merge(DEFAULTS[family], read_file(file) if file else {})
+    if "family" in raw:
+        if raw.pop("family") != family:
+            raise ConfigError(f"{file} is a config for another model family; pass it to that family's command")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        raw.setdefault(section, {})[key] = value
+    return load_config_from_sections(family, raw)
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """A RunConfig from its to_dict() form (a run folder's config.json)."""
+    data = dict(data)
+    family = data.pop("family", None)
+    if family not in MODELS:
+        raise ConfigError(f"config names unknown model family {family!r}")
+    return load_config_from_sections(family, data)
+
+
+def load_config_from_sections(family: str, sections: dict[str, Any]) -> RunConfig:
+    classes = {"model": MODELS[family][0], "loss": LOSSES[family], "train": TrainConfig, "data": DataConfig}
+    for name in sections:
+        if name not in classes:
+            close = difflib.get_close_matches(name, classes, n=1)
+            raise ConfigError(f"unknown section [{name}]" + (f"; did you mean [{close[0]}]?" if close else ""))
+    parts = {name: build_section(cls, sections.get(name, {}), name) for name, cls in classes.items()}
+    config = RunConfig(family, **parts)
+    config.validate()
+    return config

@@ -1,0 +1,96 @@
+"""Losses as plain functions of tensors. Per-example values; the caller reduces."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per example, in nats (the notes' closed form).
+
+    Equals -1/2 * sum(1 + logvar - mu^2 - exp(logvar)), Kingma & Welling (2014), App. B.
+    """
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+
+def squared_error(recons: Tensor, x: Tensor) -> Tensor:
+    """Sum of squared pixel errors per example: ||x - x_hat||^2."""
+    return (recons - x).square().flatten(1).sum(dim=1)
+
+
+def gaussian_nll(recons: Tensor, x: Tensor, var: float) -> Tensor:
+    """-log N(x; recons, var * I) per example, in nats (continuous pixels in [-1, 1])."""
+    d = x[0].numel()
+    return squared_error(recons, x) / (2 * var) + 0.5 * d * math.log(2 * math.pi * var)
+
+
+def bernoulli_nll(logits: Tensor, x01: Tensor) -> Tensor:
+    """-log Bernoulli(x; sigmoid(logits)) per example, in nats, for x in {0, 1}."""
+    return F.binary_cross_entropy_with_logits(logits, x01, reduction="none").flatten(1).sum(dim=1)
+
+
+def decoder_variance(kld_weight: float, num_pixels: int) -> float:
+    """The fixed Gaussian decoder variance under which MSE + kld_weight * KL is -ELBO / num_pixels.
+
+    mean((x - x_hat)^2) + w * KL = (||x - x_hat||^2 / (2 var) + KL) * (2 var / D) when var = w * D / 2,
+    so the notes' loss at beta = 1 is the negative ELBO (up to a constant) divided by D pixels.
+    """
+    return kld_weight * num_pixels / 2
+
+
+def vae_loss(
+    recons: Tensor,
+    x: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    kld_weight: float,
+    beta: float = 1.0,
+    capacity: float | None = None,
+    gamma: float = 1000.0,
+    decoder: str = "gaussian",
+) -> dict[str, Tensor]:
+    """The notes' Listing 5 loss, with beta-VAE (Higgins et al. 2017) and capacity (Burgess et al. 2018).
+
+    loss = MSE(x_hat, x) + kld_weight * beta * mean_batch(KL)            (capacity is None)
+    loss = MSE(x_hat, x) + kld_weight * gamma * |mean_batch(KL) - C|      (capacity C)
+    For decoder="bernoulli", recons are logits, x is in {0, 1} and the reconstruction term is the
+    per-pixel mean BCE. Also returns, detached, the true KL (positive) and the per-image ELBO in nats.
+    """
+    kl = gaussian_kl(mu, logvar)  # (B,)
+    d = x[0].numel()
+    if decoder == "bernoulli":
+        nll = bernoulli_nll(recons, x)
+        recon = nll.mean() / d
+    else:
+        recon = F.mse_loss(recons, x)
+        with torch.no_grad():
+            nll = gaussian_nll(recons, x, decoder_variance(kld_weight, d))
+    kl_mean = kl.mean()
+    if capacity is None:
+        loss = recon + kld_weight * beta * kl_mean
+    else:
+        loss = recon + kld_weight * gamma * (kl_mean - capacity).abs()
+    return {
+        "loss": loss,
+        "recon": recon.detach(),
+        "kl": kl_mean.detach(),
+        "elbo": -(nll.detach() + kl.detach()).mean(),  # per image, nats; higher is better
+    }
+
+
+def gan_d_loss(real_scores: Tensor, fake_scores: Tensor, logits: bool = True) -> Tensor:
+    """The notes' discriminator loss (real_loss + fake_loss) / 2, BCE against 1 for real and 0 for fake."""
+    bce = F.binary_cross_entropy_with_logits if logits else F.binary_cross_entropy
+    real_loss = bce(real_scores, torch.ones_like(real_scores))
+    fake_loss = bce(fake_scores, torch.zeros_like(fake_scores))
+    return (real_loss + fake_loss) / 2
+
+
+def gan_g_loss(fake_scores: Tensor, logits: bool = True) -> Tensor:
+    """The notes' generator loss: BCE of D(G(z)) against "real" (non-saturating, maximises log D(G(z)))."""
+    bce = F.binary_cross_entropy_with_logits if logits else F.binary_cross_entropy
+    return bce(fake_scores, torch.ones_like(fake_scores))

@@ -1,0 +1,6 @@
+"""Training: one module per model family (its step function and pictures) and the shared loop."""
+
+from genlab.train import gan, vae
+
+# Each family module provides: make_optimizers, prepare, step, validate, pictures, health, LOG_KEYS.
+FAMILIES = {"vae": vae, "gan": gan}

@@ -1,0 +1,91 @@
+"""One VAE update (the notes' Listing 4 + 5) and what a VAE run shows between epochs."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.optim import Adam, Optimizer
+
+from genlab.config import RunConfig, VAELossConfig
+from genlab.data import ImageData, to_float
+from genlab.losses import vae_loss
+from genlab.models.vae import VanillaVAE
+
+LOG_KEYS = ("loss", "recon", "kl", "elbo")
+
+
+def make_optimizers(model: VanillaVAE, config: RunConfig) -> dict[str, Optimizer]:
+    t = config.train
+    return {"opt": Adam(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, foreach=True)}
+
+
+def capacity(loss: VAELossConfig, step: int) -> float | None:
+    """Burgess et al. (2018): C grows linearly from 0 to max_capacity over capacity_max_iter steps."""
+    if loss.loss_type != "capacity":
+        return None
+    return min(loss.max_capacity, loss.max_capacity * step / loss.capacity_max_iter)
+
+
+def prepare(model: VanillaVAE, batch: Tensor, binarize: bool) -> Tensor:
+    """uint8 batch -> model input: [-1, 1] for the Tanh decoder, {0, 1} for the Bernoulli one."""
+    if model.config.decoder == "bernoulli":
+        return (batch > 127).float() if binarize else batch.float() / 255
+    return to_float(batch)
+
+
+def objective(model: VanillaVAE, x: Tensor, loss: VAELossConfig, step: int) -> dict[str, Tensor]:
+    recons, x, mu, log_var = model(x)
+    return vae_loss(recons, x, mu, log_var, loss.kld_weight, loss.beta, capacity(loss, step), loss.gamma, model.config.decoder)
+
+
+def vae_step(model: VanillaVAE, x: Tensor, optimizers: dict[str, Optimizer], loss: VAELossConfig, step: int) -> dict[str, Tensor]:
+    """Forward, the notes' loss, backward, Adam step; returns detached terms (no host sync)."""
+    out = objective(model, x, loss, step)
+    opt = optimizers["opt"]
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    opt.step()
+    return {k: v.detach() for k, v in out.items()}
+
+
+step = vae_step
+
+
+@torch.no_grad()
+def validate(model: VanillaVAE, test: ImageData, config: RunConfig, step: int, device: torch.device) -> dict[str, float]:
+    """The training objective and its terms on the first val_batches test batches, eval mode.
+
+    Same kld_weight, beta and capacity as training; z is drawn from a fixed generator so the
+    figure is repeatable and the training RNG stream is left alone.
+    """
+    model.eval()
+    gen = torch.Generator(device).manual_seed(config.train.seed)
+    bs, sums, n = config.train.batch_size, dict.fromkeys(LOG_KEYS, 0.0), 0
+    for i in range(min(config.train.val_batches, -(-len(test) // bs))):
+        x = prepare(model, test.images[i * bs : (i + 1) * bs].to(device), config.data.binarize)
+        mu, log_var = model.encode(x)
+        recons = model.decode(model.reparameterize(mu, log_var, generator=gen))
+        out = vae_loss(recons, x, mu, log_var, config.loss.kld_weight, config.loss.beta, capacity(config.loss, step),
+                       config.loss.gamma, model.config.decoder)  # fmt: skip
+        for k in LOG_KEYS:
+            sums[k] += out[k].item() * len(x)
+        n += len(x)
+    model.train()
+    return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def pictures(model: VanillaVAE, test: ImageData, noise: Tensor, device: torch.device, binarize: bool) -> list[Tensor]:
+    """Prior samples from fixed noise, and test images beside their reconstructions."""
+    model.eval()
+    samples = model.to_image(model.decode(noise.to(device)))
+    n = min(len(test), noise.shape[0] // 2)
+    x = prepare(model, test.images[:n].to(device), binarize)
+    shown = x * 2 - 1 if model.config.decoder == "bernoulli" else x
+    pairs = torch.stack([shown, model.reconstruct(x)], dim=1).flatten(0, 1)  # original, recon, original, ...
+    model.train()
+    return [samples, pairs]
+
+
+def health(means: dict[str, float], state: dict) -> None:
+    """Nothing to watch beyond the non-finite check that the loop does for every family."""

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from genlab.config import GANLossConfig, VAELossConfig
+from genlab.models import GAN, VanillaVAE
+from genlab.train.gan import gan_step
+from genlab.train.vae import capacity, vae_step
+
+
+def small_gan() -> GAN:
+    torch.manual_seed(0)
+    return GAN(latent_dim=8, img_shape=(1, 8, 8), g_hidden_dims=(16, 32), d_hidden_dims=(16,))
+
+
+def adam(params) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
+
+
+def notes_gan_step(gan: GAN, imgs: torch.Tensor, optimizer_G, optimizer_D) -> None:
+    """The notes' training iteration, verbatim but for torch.randn in place of np.random.normal."""
+    generator, discriminator = gan.generator, gan.discriminator
+    adversarial_loss = torch.nn.BCELoss()
+    valid = torch.ones(imgs.shape[0], 1)
+    fake = torch.zeros(imgs.shape[0], 1)
+    optimizer_G.zero_grad()
+    z = torch.randn(imgs.shape[0], gan.config.latent_dim)
+    gen_imgs = generator(z)
+    g_loss = adversarial_loss(discriminator(gen_imgs), valid)
+    g_loss.backward()
+    optimizer_G.step()
+    optimizer_D.zero_grad()
+    real_loss = adversarial_loss(discriminator(imgs), valid)
+    fake_loss = adversarial_loss(discriminator(gen_imgs.detach()), fake)
+    d_loss = (real_loss + fake_loss) / 2
+    d_loss.backward()
+    optimizer_D.step()
+
+
+BEFORE_BATCHNORM = {"generator.model.2.bias", "generator.model.3.running_mean"}
+
+
+def test_gan_step_matches_the_notes_loop() -> None:
+    ours, ref = small_gan(), small_gan()
+    ref.load_state_dict(ours.state_dict())
+    opts = {"opt_g": adam(ours.generator.parameters()), "opt_d": adam(ours.discriminator.parameters())}
+    ref_g, ref_d = adam(ref.generator.parameters()), adam(ref.discriminator.parameters())
+    data = torch.rand(5, 16, 1, 8, 8) * 2 - 1
+    for logits in (True, False):
+        for imgs in data:
+            torch.manual_seed(1)
+            gan_step(ours, imgs, opts, GANLossConfig(logits=logits), 0)
+            torch.manual_seed(1)
+            notes_gan_step(ref, imgs, ref_g, ref_d)
+        for (k, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+            if k in BEFORE_BATCHNORM:
+                # A Linear bias that feeds BatchNorm has exactly zero gradient; Adam turns the float
+                # noise in it into steps of up to lr, so both runs wander there by at most lr * steps.
+                torch.testing.assert_close(a, b, rtol=0, atol=2e-4 * 2 * len(data), msg=k)
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_each_optimiser_updates_only_its_own_network_and_d_sees_detached_fakes() -> None:
+    gan = small_gan()
+    opts = {"opt_g": adam(gan.generator.parameters()), "opt_d": adam(gan.discriminator.parameters())}
+    g0 = copy.deepcopy(gan.generator.state_dict())
+    d0 = copy.deepcopy(gan.discriminator.state_dict())
+    seen = {}
+
+    def before_g(opt, args, kwargs):
+        seen["d_grads_in_g_step"] = [p.grad for p in gan.discriminator.parameters()]
+
+    def after_g(opt, args, kwargs):
+        seen["d_after_g"] = copy.deepcopy(gan.discriminator.state_dict())
+        seen["g_after_g"] = copy.deepcopy(gan.generator.state_dict())
+        seen["g_grads"] = [p.grad.clone() for p in gan.generator.parameters()]
+
+    def before_d(opt, args, kwargs):
+        seen["g_grads_at_d_step"] = [p.grad.clone() for p in gan.generator.parameters()]
+
+    opts["opt_g"].register_step_pre_hook(before_g)
+    opts["opt_g"].register_step_post_hook(after_g)
+    opts["opt_d"].register_step_pre_hook(before_d)
+    gan_step(gan, torch.rand(16, 1, 8, 8) * 2 - 1, opts, GANLossConfig(), 0)
+
+    # G step: D unchanged and no gradient computed for D.
+    assert all(g is None for g in seen["d_grads_in_g_step"])
+    for k, v in d0.items():
+        torch.testing.assert_close(seen["d_after_g"][k], v)
+    assert any(not torch.equal(seen["g_after_g"][k], v) for k, v in g0.items() if v.is_floating_point())
+    # D step: the D loss put no gradient into G (fakes detached), and G's weights did not move.
+    for a, b in zip(seen["g_grads"], seen["g_grads_at_d_step"]):
+        torch.testing.assert_close(a, b)
+    for k, v in seen["g_after_g"].items():
+        torch.testing.assert_close(gan.generator.state_dict()[k], v)
+    assert any(not torch.equal(gan.discriminator.state_dict()[k], v) for k, v in d0.items())
+
+
+def test_vae_step_lowers_the_loss_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    model = VanillaVAE(1, 4, hidden_dims=(8, 16), image_size=16)
+    opt = {"opt": torch.optim.Adam(model.parameters(), lr=5e-3)}
+    x = torch.rand(16, 1, 16, 16) * 2 - 1
+    losses = [vae_step(model, x, opt, VAELossConfig(), i)["loss"].item() for i in range(30)]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_capacity_grows_linearly_then_stays() -> None:
+    cfg = VAELossConfig(loss_type="capacity", max_capacity=25.0, capacity_max_iter=100)
+    assert capacity(cfg, 0) == 0 and capacity(cfg, 50) == 12.5 and capacity(cfg, 1000) == 25.0
+    assert capacity(VAELossConfig(), 50) is None
+
+
+def test_reference_bce_on_probabilities_equals_logits_path() -> None:
+    x = torch.randn(4, 1)
+    assert torch.allclose(
+        F.binary_cross_entropy_with_logits(x, torch.ones_like(x)), F.binary_cross_entropy(torch.sigmoid(x), torch.ones_like(x))
+    )
