@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 # The CPU build; on a CUDA machine set TORCH="torch==2.13.0 --index-url <your CUDA wheel index>".
 TORCH  ?= torch==2.13.0
-RUN    ?= runs/main-$(shell date +%Y%m%d-%H%M%S)
+STAMP  := $(shell date +%Y%m%d-%H%M%S)
+RUN    ?= runs/main-$(STAMP)
 BUDGET ?= 150
 FASHION = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 

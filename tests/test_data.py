@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import idx_bytes, write_idx_dataset
 from genlab.config import DataConfig
 from genlab.data import (
     crop_to,
@@ -25,6 +24,8 @@ from genlab.data import (
     to_float,
 )
 from genlab.errors import DataError
+
+from conftest import idx_bytes, write_idx_dataset
 
 
 def test_idx_round_trip_gz_and_raw(tmp_path: Path) -> None:

@@ -78,21 +78,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.reason == "interrupted" else 0
 
 
-def load_run(path: str, device: str) -> tuple[Any, Any, dict[str, Any]]:
-    """(config, model in eval mode, training state) from a run folder or checkpoint folder."""
-    from genlab import checkpoint as ckpt
-    from genlab.config import from_dict
-    from genlab.models import build_model
-    from genlab.train.loop import resolve_device
-
-    folder = ckpt.find_checkpoint(path)
-    config = from_dict(ckpt.load_config_json(folder))
-    model = build_model(config.family, config.model)
-    ckpt.load_into(model, ckpt.load_weights(folder), folder)
-    state = ckpt.load_state(folder)
-    return config, model.to(resolve_device(device)).eval(), state
-
-
 def _output_size(state: dict[str, Any]) -> tuple[int, int] | None:
     size = state.get("original_size")
     return tuple(size) if size else None
@@ -105,6 +90,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n <= 0:
         raise GenlabError(f"--n must be >= 1, got {args.n}")
+    from genlab.runs import load_run
+
     config, model, state = load_run(args.run, args.device)
     gen = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
     images = torch.cat([model.sample(min(1024, args.n - i), generator=gen) for i in range(0, args.n, 1024)])
@@ -114,16 +101,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _test_images(config, state, n: int, device: torch.device) -> torch.Tensor:
-    from genlab.data import load_dataset
-    from genlab.train.loop import model_shape
+def _test_images(config, n: int, device: torch.device) -> torch.Tensor:
+    from genlab.runs import test_split
 
-    channels, size = model_shape(config)
-    _, test = load_dataset(config.data, channels, size)
-    return test.images[:n].to(device)
+    return test_split(config).images[:n].to(device)
 
 
 def _vae_run(args: argparse.Namespace):
+    from genlab.runs import load_run
+
     config, model, state = load_run(args.run, args.device)
     if config.family != "vae":
         raise GenlabError(f"{args.run} is a {config.family} run; this command needs a VAE run")
@@ -138,7 +124,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     config, model, state = _vae_run(args)
     device = next(model.parameters()).device
-    x = prepare(model, _test_images(config, state, args.n, device), config.data.binarize)
+    x = prepare(model, _test_images(config, args.n, device), config.data.binarize)
     shown = x * 2 - 1 if model.config.decoder == "bernoulli" else x
     pairs = torch.stack([shown, model.reconstruct(x)], dim=1).flatten(0, 1)  # original, reconstruction, ...
     size = _output_size(state)
@@ -155,7 +141,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
     config, model, state = _vae_run(args)
     device = next(model.parameters()).device
-    x = prepare(model, _test_images(config, state, 2 * args.pairs, device), config.data.binarize)
+    x = prepare(model, _test_images(config, 2 * args.pairs, device), config.data.binarize)
     if len(x) < 2:
         raise GenlabError("interpolation needs at least two test images")
     mu, _ = model.encode(x)
@@ -167,6 +153,40 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     size = _output_size(state)
     out = save_images(args.out, crop_to(images, size) if size else images, nrow=args.steps)
     print(f"genlab: wrote {n} interpolations of {args.steps} steps to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from genlab.eval.evaluate import evaluate, format_table
+    from genlab.io import atomic_write_bytes
+    from genlab.runs import load_run, test_split
+
+    for name in ("n", "k", "nll_n"):
+        if getattr(args, name) <= 0:
+            raise GenlabError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    config, model, state = load_run(args.run, args.device)
+    result = evaluate(config, model, state, test_split(config), args.n, args.seed, args.nll_n, args.k, args.inception)
+    result["run"] = str(args.run)
+    print(format_table(result))
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
+        print(f"genlab: wrote {args.json}")
+    return 0
+
+
+def cmd_classifier(args: argparse.Namespace) -> int:
+    from genlab.config import DataConfig
+    from genlab.data import load_dataset
+    from genlab.eval.classifier import train_classifier
+
+    data = DataConfig(dataset=args.data, root=args.root)
+    train, test = load_dataset(data, 1, 28)
+    if train.labels is None or test.labels is None:
+        raise GenlabError(f"{args.data}: the classifier needs labelled IDX data (train and t10k label files)")
+    meta = train_classifier(
+        train.images, train.labels, test.images, test.labels, args.out, args.data, args.epochs, seed=args.seed
+    )
+    print(f"genlab: classifier test accuracy {meta['test_accuracy']}, sha256 {meta['sha256']}, written to {args.out}")
     return 0
 
 
@@ -213,6 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("eval", help="metrics of a trained run: FD, precision/recall, IS-style score, NLL, D health")
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=10_000, help="samples (and test images) for the sample-quality metrics")
+    p.add_argument("--k", type=int, default=1000, help="VAE: importance samples per image for -log p(x)")
+    p.add_argument("--nll-n", type=int, default=1000, help="VAE: test images for the likelihoods")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p.add_argument("--inception", action="store_true", help="also the standard Inception FID (needs pytorch-fid)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("classifier", help="train the feature classifier that the sample-quality metrics use")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--root", help="folder with the IDX files")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="safetensors file to write")
+    p.set_defaults(func=cmd_classifier)
     return parser
 
 

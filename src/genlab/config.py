@@ -71,6 +71,8 @@ class TrainConfig:
     val_batches: int = 20  # test batches for the per-epoch validation losses
     num_samples: int = 64
     nan_policy: str = "stop"  # "stop": halt keeping the last good checkpoint; "skip": drop the step
+    eval_every: int = 0  # epochs between sample-quality evaluations (0: never); cheap settings below
+    eval_n: int = 2000
 
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
@@ -90,6 +92,8 @@ class TrainConfig:
         for key in ("log_every", "sample_every", "num_samples"):
             _positive(f"train.{key}", getattr(self, key))
         _positive("train.val_batches", self.val_batches, allow_zero=True)
+        _positive("train.eval_every", self.eval_every, allow_zero=True)
+        _positive("train.eval_n", self.eval_n)
         _choice("train.nan_policy", self.nan_policy, ("stop", "skip"))
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")

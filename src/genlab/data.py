@@ -326,12 +326,24 @@ def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
 
 
 def iterate_batches(
-    data: ImageData | ImageFolder, batch_size: int, seed: int, epoch: int, start: int = 0, workers: int = 0
+    data: ImageData | ImageFolder,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    start: int = 0,
+    workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[Tensor]:
-    """uint8 batches of epoch, from batch index start on; the last partial batch is dropped."""
-    n = len(data)
+    """uint8 batches of epoch, from batch index start on; the last partial batch is dropped.
+
+    With world_size > 1, global batches hold batch_size * world_size images and rank r gets the
+    r-th slice of each: together the ranks see the global batch a single process would.
+    """
+    n, step = len(data), batch_size * world_size
     order = epoch_order(n, seed, epoch)
-    batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(start, n // batch_size)]
+    lo, hi = rank * batch_size, (rank + 1) * batch_size
+    batches = [order[i * step : (i + 1) * step][lo:hi] for i in range(start, n // step)]
     if isinstance(data, ImageData):
         for idx in batches:
             yield data.images[idx]

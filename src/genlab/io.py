@@ -15,6 +15,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -32,6 +35,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -96,9 +96,9 @@ class Discriminator(nn.Module):
         """(B, C, H, W) -> (B, 1) pre-sigmoid scores."""
         return self.model[:-1](img.reshape(img.size(0), -1))
 
-    def forward(self, img: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, 1) probability that img is real."""
-        return self.model(img.reshape(img.size(0), -1))
+    def forward(self, img: Tensor, logits: bool = False) -> Tensor:
+        """(B, C, H, W) -> (B, 1) probability that img is real (pre-sigmoid scores if logits)."""
+        return self.logits(img) if logits else self.model(img.reshape(img.size(0), -1))
 
 
 class GAN(nn.Module):

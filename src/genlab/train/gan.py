@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Adam, Optimizer
 
 from genlab.config import GANLossConfig, RunConfig
 from genlab.data import ImageData, to_float
 from genlab.losses import gan_d_loss, gan_g_loss
 from genlab.models.gan import GAN
+from genlab.train.common import update
 
 LOG_KEYS = ("g_loss", "d_loss", "d_real", "d_fake")
 
@@ -26,41 +28,47 @@ def prepare(model: GAN, batch: Tensor, binarize: bool) -> Tensor:
     return to_float(batch)
 
 
-def scores(d: nn.Module, images: Tensor, logits: bool) -> Tensor:
-    return d.logits(images) if logits else d(images)
+def gan_step(
+    model: GAN,
+    real: Tensor,
+    optimizers: dict[str, Optimizer],
+    loss: GANLossConfig,
+    step: int,
+    skip_nonfinite: bool = False,
+) -> dict[str, Tensor]:
+    """The notes' alternating update; returns detached losses and mean D outputs (no host sync).
 
-
-def gan_step(model: GAN, real: Tensor, optimizers: dict[str, Optimizer], loss: GANLossConfig, step: int) -> dict[str, Tensor]:
-    """The notes' alternating update; returns detached losses and mean D outputs (no host sync)."""
+    model.generator / model.discriminator may be DistributedDataParallel wrappers (train/loop.py).
+    """
     opt_g, opt_d = optimizers["opt_g"], optimizers["opt_d"]
-    d = model.discriminator
+    g, d = model.generator, model.discriminator
     z = torch.randn(real.size(0), model.config.latent_dim, device=real.device)
+    # D's weights need no gradient in the G step (opt_d zeroes it anyway), so skip computing it;
+    # G's gradient is unchanged. Under DDP every parameter must take part in each backward.
+    freeze_d = not isinstance(d, DistributedDataParallel)
 
-    # 1. Generator: make D call the fakes real. D's weights need no gradient here (opt_d
-    #    would zero it anyway), so skip computing it; G's gradient is unchanged.
-    fake = model.generator(z)
-    d.requires_grad_(False)
-    fake_scores = scores(d, fake, loss.logits)
-    g_loss = gan_g_loss(fake_scores, loss.logits)
-    opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_g.step()
-    d.requires_grad_(True)
+    # 1. Generator: make D call the fakes real.
+    fake = g(z)
+    if freeze_d:
+        d.requires_grad_(False)
+    g_loss = gan_g_loss(d(fake, logits=loss.logits), loss.logits)
+    update(opt_g, g_loss, skip_nonfinite)
+    if freeze_d:
+        d.requires_grad_(True)
 
-    # 2. Discriminator: real -> 1, detached fakes -> 0, (real_loss + fake_loss) / 2.
-    real_scores = scores(d, real, loss.logits)
-    fake_scores_d = scores(d, fake.detach(), loss.logits)  # detach: no gradient into G
-    d_loss = gan_d_loss(real_scores, fake_scores_d, loss.logits)
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_d.step()
+    # 2. Discriminator: real -> 1, detached fakes -> 0, (real_loss + fake_loss) / 2. One forward
+    #    over both halves: D has no batch statistics, so this equals two calls, and DDP needs one.
+    scores = d(torch.cat([real, fake.detach()]), logits=loss.logits)  # detach: no gradient into G
+    real_scores, fake_scores = scores.split(real.size(0))
+    d_loss = gan_d_loss(real_scores, fake_scores, loss.logits)
+    update(opt_d, d_loss, skip_nonfinite)
 
     prob = torch.sigmoid if loss.logits else (lambda t: t)
     return {
         "g_loss": g_loss.detach(),
         "d_loss": d_loss.detach(),
         "d_real": prob(real_scores.detach()).mean(),
-        "d_fake": prob(fake_scores_d.detach()).mean(),
+        "d_fake": prob(fake_scores.detach()).mean(),
     }
 
 

@@ -10,6 +10,7 @@ from genlab.config import RunConfig, VAELossConfig
 from genlab.data import ImageData, to_float
 from genlab.losses import vae_loss
 from genlab.models.vae import VanillaVAE
+from genlab.train.common import unwrap, update
 
 LOG_KEYS = ("loss", "recon", "kl", "elbo")
 
@@ -34,17 +35,23 @@ def prepare(model: VanillaVAE, batch: Tensor, binarize: bool) -> Tensor:
 
 
 def objective(model: VanillaVAE, x: Tensor, loss: VAELossConfig, step: int) -> dict[str, Tensor]:
+    """The notes' loss terms for one batch; model may be wrapped in DistributedDataParallel."""
     recons, x, mu, log_var = model(x)
-    return vae_loss(recons, x, mu, log_var, loss.kld_weight, loss.beta, capacity(loss, step), loss.gamma, model.config.decoder)
+    decoder = unwrap(model).config.decoder
+    return vae_loss(recons, x, mu, log_var, loss.kld_weight, loss.beta, capacity(loss, step), loss.gamma, decoder)
 
 
-def vae_step(model: VanillaVAE, x: Tensor, optimizers: dict[str, Optimizer], loss: VAELossConfig, step: int) -> dict[str, Tensor]:
+def vae_step(
+    model: VanillaVAE,
+    x: Tensor,
+    optimizers: dict[str, Optimizer],
+    loss: VAELossConfig,
+    step: int,
+    skip_nonfinite: bool = False,
+) -> dict[str, Tensor]:
     """Forward, the notes' loss, backward, Adam step; returns detached terms (no host sync)."""
     out = objective(model, x, loss, step)
-    opt = optimizers["opt"]
-    opt.zero_grad(set_to_none=True)
-    out["loss"].backward()
-    opt.step()
+    update(optimizers["opt"], out["loss"], skip_nonfinite)
     return {k: v.detach() for k, v in out.items()}
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: sample quality in a domain classifier's feature space, VAE likelihoods, GAN health."""

@@ -1,0 +1,223 @@
+"""`genlab eval`: every number with what it was computed from (features, reference set, n, seed)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from genlab import __version__
+from genlab.config import RunConfig
+from genlab.data import ImageData, crop_to, to_float
+from genlab.eval.classifier import FeatureClassifier, load_classifier, shipped_path
+from genlab.eval.frechet import frechet_distance_features
+from genlab.eval.inception_score import class_histogram, classifier_score, collapse_warning
+from genlab.eval.likelihood import elbo_and_iwae
+from genlab.eval.precision_recall import precision_recall
+from genlab.losses import decoder_variance
+
+
+@torch.no_grad()
+def generate(model: nn.Module, n: int, seed: int, batch_size: int = 500) -> Tensor:
+    """n samples in [-1, 1] from a fixed generator: the same run and seed give the same images."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device).manual_seed(seed)
+    model.eval()
+    return torch.cat([model.sample(min(batch_size, n - i), generator=gen).cpu() for i in range(0, n, batch_size)])
+
+
+def as_classifier_input(images: Tensor, original_size: tuple[int, int]) -> Tensor:
+    """Model-space images in [-1, 1] -> (N, 1, 28, 28) as the classifier was trained on."""
+    x = crop_to(images, original_size)
+    if x.shape[1] == 3:
+        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return x
+
+
+@torch.no_grad()
+def classify(classifier: FeatureClassifier, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+    """(features (N, 256), class probabilities (N, 10))."""
+    feats, probs = [], []
+    for i in range(0, len(images), batch_size):
+        f = classifier.features(images[i : i + batch_size].float())
+        feats.append(f)
+        probs.append(torch.softmax(classifier.head(f), dim=1))
+    return torch.cat(feats), torch.cat(probs)
+
+
+def sample_quality(fake: Tensor, real: Tensor, classifier: FeatureClassifier, k: int = 3) -> dict[str, Any]:
+    """FD, precision/recall, classifier score and class histograms of fake vs real (both classifier input)."""
+    f_fake, p_fake = classify(classifier, fake)
+    f_real, p_real = classify(classifier, real)
+    precision, recall = precision_recall(f_real, f_fake, k=k)
+    is_mean, is_std = classifier_score(p_fake)
+    ref_is, _ = classifier_score(p_real)
+    hist, ref_hist = class_histogram(p_fake, 10), class_histogram(p_real, 10)
+    return {
+        "fd": frechet_distance_features(f_fake.numpy(), f_real.numpy()),
+        "precision": precision,
+        "recall": recall,
+        "pr_k": k,
+        "is_mean": is_mean,
+        "is_std": is_std,
+        "is_reference": ref_is,
+        "class_hist": [round(h, 4) for h in hist],
+        "reference_class_hist": [round(h, 4) for h in ref_hist],
+        "collapse_warning": collapse_warning(hist, ref_hist),
+    }
+
+
+def find_classifier(config: RunConfig, test: ImageData) -> tuple[FeatureClassifier | None, dict[str, str], str | None]:
+    """The shipped classifier for the run's data, or (None, {}, why not)."""
+    path = shipped_path(config.data.dataset)
+    if path is None:
+        return None, {}, f"no feature classifier ships for data set {config.data.dataset!r} (built in: fashion-mnist)"
+    if tuple(test.original_size) != (28, 28):
+        return None, {}, f"the classifier takes 28x28 images; this data is {test.original_size}"
+    classifier, meta = load_classifier(path)
+    return classifier, meta, None
+
+
+@torch.no_grad()
+def vae_likelihood(
+    model: nn.Module, config: RunConfig, test: ImageData, n: int, k: int, seed: int, batch_size: int = 50
+) -> dict[str, Any]:
+    """Test-set ELBO, IW_k bound and reconstruction MSE, per image, with the decoder likelihood stated."""
+    device = next(model.parameters()).device
+    from genlab.train.vae import prepare
+
+    gen = torch.Generator(device).manual_seed(seed)
+    d = math.prod(test.images.shape[1:])
+    var = None if model.config.decoder == "bernoulli" else decoder_variance(config.loss.kld_weight, d)
+    elbos, iws, kls, sq = [], [], [], []
+    n = min(n, len(test))
+    for i in range(0, n, batch_size):
+        x = prepare(model, test.images[i : min(i + batch_size, n)].to(device), config.data.binarize)
+        elbo, iw, kl = elbo_and_iwae(model, x, k, var, gen)
+        elbos.append(elbo.cpu())
+        iws.append(iw.cpu())
+        kls.append(kl.cpu())
+        recon = model.to_image(model.decode(model.encode(x)[0]))
+        target = x * 2 - 1 if model.config.decoder == "bernoulli" else x
+        sq.append((recon - target).square().flatten(1).mean(1).cpu())
+    elbo, iw = torch.cat(elbos).double(), torch.cat(iws).double()
+    if model.config.decoder == "bernoulli":
+        likelihood = "Bernoulli on pixels binarized at 127" if config.data.binarize else "Bernoulli on grey levels in [0, 1]"
+    else:
+        likelihood = f"Gaussian, fixed variance {var:.4g} on pixels in [-1, 1] (a density: not comparable to discrete NLLs)"
+    return {
+        "likelihood": likelihood,
+        "pixels": d,
+        "n": len(elbo),
+        "k": k,
+        "neg_elbo": -elbo.mean().item(),
+        "neg_elbo_sem": (elbo.std() / math.sqrt(len(elbo))).item(),
+        "nll_iw": -iw.mean().item(),
+        "nll_iw_sem": (iw.std() / math.sqrt(len(iw))).item(),
+        "kl": torch.cat(kls).double().mean().item(),
+        "recon_mse": torch.cat(sq).double().mean().item(),
+    }
+
+
+@torch.no_grad()
+def gan_health(model: nn.Module, test: ImageData, fake: Tensor) -> dict[str, float]:
+    """D(x) and D(G(z)) means and D's accuracy on real test images vs generated ones."""
+    device = next(model.parameters()).device
+    real = to_float(test.images[: len(fake)]).to(device)
+    p_real = torch.cat([model.discriminator(real[i : i + 1000]) for i in range(0, len(real), 1000)]).cpu()
+    p_fake = torch.cat([model.discriminator(fake[i : i + 1000].to(device)) for i in range(0, len(fake), 1000)]).cpu()
+    acc = ((p_real > 0.5).float().mean() + (p_fake <= 0.5).float().mean()) / 2
+    return {"d_real": p_real.mean().item(), "d_fake": p_fake.mean().item(), "d_acc": acc.item()}
+
+
+def evaluate(
+    config: RunConfig,
+    model: nn.Module,
+    state: dict[str, Any],
+    test: ImageData,
+    n: int = 10_000,
+    seed: int = 0,
+    nll_n: int = 1000,
+    k: int = 1000,
+    inception: bool = False,
+) -> dict[str, Any]:
+    """All metrics of a trained run, as one JSON-ready dict."""
+    started = time.monotonic()
+    n_ref = min(n, len(test))
+    result: dict[str, Any] = {
+        "run_step": state.get("step"),
+        "family": config.family,
+        "data": config.data.dataset,
+        "n": n,
+        "seed": seed,
+        "reference": f"test split, first {n_ref} images",
+        "genlab": __version__,
+        "torch": torch.__version__,
+    }
+    fake = generate(model, n, seed)
+    classifier, meta, why = find_classifier(config, test)
+    if classifier is None:
+        result["sample_quality"] = {"skipped": why}
+    else:
+        original = tuple(test.original_size)
+        real = as_classifier_input(to_float(test.images[:n_ref]), original)
+        quality = sample_quality(as_classifier_input(fake, original), real, classifier)
+        quality["features"] = {
+            "network": f"genlab {meta.get('dataset')} classifier ({meta.get('feature_layer')})",
+            "sha256": meta["sha256"],
+            "test_accuracy": meta.get("test_accuracy"),
+        }
+        result["sample_quality"] = quality
+    if config.family == "vae":
+        result["likelihood"] = vae_likelihood(model, config, test, nll_n, k, seed)
+    else:
+        result["gan_health"] = gan_health(model, test, fake)
+    if inception:
+        from genlab.eval.inception import inception_fid
+
+        result["inception_fid"] = inception_fid(fake, to_float(test.images[:n_ref]))
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A short human-readable table of an evaluate() result."""
+    rows = [("run step", result["run_step"]), ("samples n", result["n"]), ("reference", result["reference"])]
+    q = result.get("sample_quality", {})
+    if "fd" in q:
+        rows += [
+            ("FD (classifier features)", f"{q['fd']:.3f}"),
+            (f"precision / recall (k={q['pr_k']})", f"{q['precision']:.3f} / {q['recall']:.3f}"),
+            ("classifier score (IS-style)", f"{q['is_mean']:.3f} ± {q['is_std']:.3f}  (test set: {q['is_reference']:.3f})"),
+            ("class histogram", " ".join(f"{h:.2f}" for h in q["class_hist"])),
+            ("features", f"{q['features']['network']} sha256 {q['features']['sha256'][:12]}"),
+        ]
+        if q.get("collapse_warning"):
+            rows.append(("WARNING", q["collapse_warning"]))
+    elif q:
+        rows.append(("sample quality", q["skipped"]))
+    if "likelihood" in result:
+        lk = result["likelihood"]
+        rows += [
+            ("likelihood", lk["likelihood"]),
+            (f"-ELBO (n={lk['n']})", f"{lk['neg_elbo']:.2f} ± {lk['neg_elbo_sem']:.2f} nats"),
+            (f"-log p(x), IW k={lk['k']}", f"{lk['nll_iw']:.2f} ± {lk['nll_iw_sem']:.2f} nats"),
+            ("KL / recon MSE", f"{lk['kl']:.2f} nats / {lk['recon_mse']:.5f}"),
+        ]
+    if "gan_health" in result:
+        g = result["gan_health"]
+        rows.append(("D(x) / D(G(z)) / D acc", f"{g['d_real']:.3f} / {g['d_fake']:.3f} / {g['d_acc']:.3f}"))
+    if "inception_fid" in result:
+        rows.append(("Inception FID", result["inception_fid"]))
+    rows.append(("seconds", result["seconds"]))
+    width = max(len(str(k)) for k, _ in rows)
+    return "\n".join(f"{str(k):<{width}}  {v}" for k, v in rows)
+
+
+def summary(result: dict[str, Any]) -> dict[str, float]:
+    """The scalar figures of a result, flat, for metrics.jsonl during training."""
+    q = result.get("sample_quality", {})
+    return {f"eval_{key}": float(q[key]) for key in ("fd", "precision", "recall", "is_mean") if key in q}
