@@ -9,7 +9,7 @@ RUN    ?= runs/main-$(STAMP)
 BUDGET ?= 150
 FASHION = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data run test clean
+.PHONY: setup data run test table bench clean
 
 $(BIN)/genlab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ run: setup data
 test: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/pytest
+
+# The README's results table (~25 min on 2 CPU cores) and performance figures.
+table: setup data
+	GENLAB=$(BIN)/genlab PATH=$(BIN):$$PATH scripts/table.sh runs/table
+
+bench: setup
+	$(BIN)/genlab bench vae gan --json runs/bench.json
 
 clean:
 	rm -rf $(VENV) runs

@@ -95,31 +95,16 @@ def test_classifier_learns_toy_shapes(tmp_path: Path) -> None:
 
     folder = write_idx_dataset(tmp_path / "toy", n_train=1024, n_test=256)
     train, test = load_dataset(DataConfig(dataset=str(folder)), 1, 28)
-    meta = clf.train_classifier(
-        train.images,
-        train.labels,
-        test.images,
-        test.labels,
-        tmp_path / "c.safetensors",
-        "toy",
-        epochs=6,
-        batch_size=32,
-        log=lambda s: None,
-    )
+
+    def fit(out: Path) -> dict:
+        args = (train.images, train.labels, test.images, test.labels, out, "toy")
+        return clf.train_classifier(*args, epochs=6, batch_size=32, log=lambda s: None)
+
+    meta = fit(tmp_path / "c.safetensors")
     assert float(meta["test_accuracy"]) > 0.5  # chance is 0.1
     model, loaded = clf.load_classifier(tmp_path / "c.safetensors")
     assert loaded["sha256"] == meta["sha256"] and model.features(torch.zeros(2, 1, 28, 28)).shape == (2, clf.FEATURE_DIM)
-    again = clf.train_classifier(
-        train.images,
-        train.labels,
-        test.images,
-        test.labels,
-        tmp_path / "d.safetensors",
-        "toy",
-        epochs=6,
-        batch_size=32,
-        log=lambda s: None,
-    )
+    again = fit(tmp_path / "d.safetensors")
     assert again["sha256"] == meta["sha256"]  # retraining with the same seed reproduces the file
 
 

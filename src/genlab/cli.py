@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.monotonic()
     result = train(config, run_dir, resume=bool(args.resume), quiet=args.quiet)
     wall = time.monotonic() - started
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return 130 if result.reason == "interrupted" else 0
     figures = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items() if k != "images_per_s")
     print(
         f"genlab: {config.family} stopped ({result.reason}) at step {result.step}, "
@@ -174,6 +177,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from genlab.config import DataConfig
+    from genlab.data import load_dataset
+    from genlab.eval.evaluate import calibrate
+    from genlab.io import atomic_write_bytes
+
+    train, test = load_dataset(DataConfig(dataset=args.data, root=args.root), 1, 28)
+    result = calibrate(train, test, args.n, args.seed)
+    if "skipped" in result:
+        raise GenlabError(result["skipped"])
+    print(f"{'sample set':<24} {'FD':>9} {'precision':>9} {'recall':>7} {'IS-style':>9}  (vs {result['reference']})")
+    for name, r in result["rows"].items():
+        print(f"{name:<24} {r['fd']:9.3f} {r['precision']:9.3f} {r['recall']:7.3f} {r['is_mean']:9.3f}")
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from genlab.bench import format_bench, run_bench
+    from genlab.io import atomic_write_bytes
+    from genlab.runs import resolve_device
+
+    results = []
+    for family in args.families or ["vae", "gan"]:
+        device = resolve_device(args.device)
+        result = run_bench(family, device, args.batch_size, args.steps, args.repeats, args.channels_last, args.compile)
+        print(format_bench(result))
+        results.append(result)
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode())
+        print(f"genlab: wrote {args.json}")
+    return 0
+
+
 def cmd_classifier(args: argparse.Namespace) -> int:
     from genlab.config import DataConfig
     from genlab.data import load_dataset
@@ -211,28 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="draw samples from a trained run")
-    p.add_argument("run")
+    def run_command(name: str, help: str, func, out_help: str = "FILE.png (grid) or FILE.npy (N,C,H,W floats in [-1, 1])"):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("run", help="a run folder (or one of its checkpoint folders)")
+        p.add_argument("--out", required=True, help=out_help)
+        p.add_argument("--device", default="auto")
+        p.set_defaults(func=func)
+        return p
+
+    p = run_command("sample", "draw samples from a trained run", cmd_sample)
     p.add_argument("--n", type=int, default=64)
-    p.add_argument("--out", required=True, help="FILE.png (grid) or FILE.npy (N,C,H,W floats in [-1, 1])")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_sample)
-
-    p = sub.add_parser("reconstruct", help="VAE: test images beside their reconstructions")
-    p.add_argument("run")
+    p = run_command("reconstruct", "VAE: test images beside their reconstructions", cmd_reconstruct)
     p.add_argument("--n", type=int, default=32)
-    p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_reconstruct)
-
-    p = sub.add_parser("interpolate", help="VAE: decoded points on lines between pairs of test images")
-    p.add_argument("run")
+    p = run_command("interpolate", "VAE: decoded points on lines between pairs of test images", cmd_interpolate)
     p.add_argument("--pairs", type=int, default=8)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("eval", help="metrics of a trained run: FD, precision/recall, IS-style score, NLL, D health")
     p.add_argument("run")
@@ -244,6 +276,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception", action="store_true", help="also the standard Inception FID (needs pytorch-fid)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("calibrate", help="the metrics' scale: real data, noise and a pixel Gaussian vs the test set")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--root")
+    p.add_argument("--n", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("bench", help="images/s of genlab's paths vs a plain PyTorch loop of the same model")
+    p.add_argument("families", nargs="*", choices=["vae", "gan"], metavar="{vae,gan}")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
+    p.add_argument("--channels-last", action="store_true", help="VAE: channels-last memory format on genlab's side")
+    p.add_argument("--compile", action="store_true", help="torch.compile genlab's side (compiled in the warm-up)")
+    p.add_argument("--json")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("classifier", help="train the feature classifier that the sample-quality metrics use")
     p.add_argument("--data", default="fashion-mnist")

@@ -71,6 +71,9 @@ class TrainConfig:
     val_batches: int = 20  # test batches for the per-epoch validation losses
     num_samples: int = 64
     nan_policy: str = "stop"  # "stop": halt keeping the last good checkpoint; "skip": drop the step
+    precision: str = "fp32"  # "bf16": bfloat16 autocast; "fp16": float16 autocast with loss scaling
+    channels_last: bool = False  # NHWC memory format for the VAE's convolutions
+    compile: bool = False  # torch.compile the networks (first steps pay the compilation)
     eval_every: int = 0  # epochs between sample-quality evaluations (0: never); cheap settings below
     eval_n: int = 2000
 
@@ -93,6 +96,7 @@ class TrainConfig:
             _positive(f"train.{key}", getattr(self, key))
         _positive("train.val_batches", self.val_batches, allow_zero=True)
         _positive("train.eval_every", self.eval_every, allow_zero=True)
+        _choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
         _positive("train.eval_n", self.eval_n)
         _choice("train.nan_policy", self.nan_policy, ("stop", "skip"))
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):

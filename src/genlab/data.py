@@ -346,7 +346,7 @@ def iterate_batches(
     batches = [order[i * step : (i + 1) * step][lo:hi] for i in range(start, n // step)]
     if isinstance(data, ImageData):
         for idx in batches:
-            yield data.images[idx]
+            yield data.images[idx.to(data.images.device)]
         return
     loader = torch.utils.data.DataLoader(
         data,

@@ -153,6 +153,7 @@ def evaluate(
         "data": config.data.dataset,
         "n": n,
         "seed": seed,
+        "train_seed": config.train.seed,
         "reference": f"test split, first {n_ref} images",
         "genlab": __version__,
         "torch": torch.__version__,
@@ -221,3 +222,35 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
     """The scalar figures of a result, flat, for metrics.jsonl during training."""
     q = result.get("sample_quality", {})
     return {f"eval_{key}": float(q[key]) for key in ("fd", "precision", "recall", "is_mean") if key in q}
+
+
+@torch.no_grad()
+def calibrate(train: ImageData, test: ImageData, n: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """The scale of the sample-quality metrics on one data set: what real data, noise and a pixel Gaussian score.
+
+    Each "sample set" is compared with the first n test images in the shipped classifier's features.
+    """
+    path = shipped_path(test.source)
+    if path is None:
+        return {"skipped": f"no feature classifier ships for {test.source!r}"}
+    classifier, meta = load_classifier(path)
+    gen = torch.Generator().manual_seed(seed)
+    n = min(n, len(test), len(train))
+    real = as_classifier_input(to_float(test.images[:n]), test.original_size)
+    train_x = as_classifier_input(to_float(train.images), train.original_size)
+    subset = train_x[torch.randperm(len(train_x), generator=gen)[:n]]
+    flat = train_x.flatten(1).double()
+    mean, cov = flat.mean(0), torch.cov(flat.T)
+    # A Gaussian with the training pixels' mean and full covariance: right first and second moments, no structure.
+    gauss = torch.distributions.MultivariateNormal(mean, cov + 1e-4 * torch.eye(len(mean)))
+    torch.manual_seed(seed)
+    candidates = {
+        "train subset (floor)": subset,
+        "Gaussian fit to pixels": gauss.sample((n,)).float().clamp(-1, 1).view_as(subset),
+        "uniform noise": torch.rand(subset.shape, generator=gen) * 2 - 1,
+    }
+    rows = {}
+    for name, images in candidates.items():
+        q = sample_quality(images, real, classifier)
+        rows[name] = {k: q[k] for k in ("fd", "precision", "recall", "is_mean", "is_std")}
+    return {"n": n, "seed": seed, "reference": f"test split, first {n} images", "features_sha256": meta["sha256"], "rows": rows}

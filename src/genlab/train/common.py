@@ -1,21 +1,57 @@
-"""What both step functions share."""
+"""What both step functions share: the optimiser update and mixed precision."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+
+import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def unwrap(module: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    """The model inside torch.compile and DistributedDataParallel wrappers."""
+    module = getattr(module, "_orig_mod", module)
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
-def update(opt: Optimizer, loss: Tensor, skip_nonfinite: bool = False) -> None:
+@dataclass
+class Precision:
+    """Autocast dtype for forward passes; fp16 adds a GradScaler per optimiser (loss scaling)."""
+
+    device_type: str = "cpu"
+    dtype: torch.dtype | None = None
+    scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
+
+    def scaler(self, name: str) -> torch.amp.GradScaler | None:
+        return self.scalers.get(name)
+
+
+FP32 = Precision()
+
+
+def make_precision(name: str, device: torch.device, optimizers: dict[str, Optimizer]) -> Precision:
+    dtype = DTYPES[name]
+    scalers = {k: torch.amp.GradScaler(device.type) for k in optimizers} if dtype == torch.float16 else {}
+    return Precision(device.type, dtype, scalers)
+
+
+def update(opt: Optimizer, loss: Tensor, skip_nonfinite: bool = False, scaler: torch.amp.GradScaler | None = None) -> None:
     """zero_grad, backward, step; with skip_nonfinite, no step for a NaN/Inf loss (one host sync)."""
     opt.zero_grad(set_to_none=True)
     if skip_nonfinite and not bool(loss.isfinite()):
         return
-    loss.backward()
-    opt.step()
+    if scaler is None:
+        loss.backward()
+        opt.step()
+        return
+    scaler.scale(loss).backward()  # fp16: scale up so small gradients do not flush to zero
+    scaler.step(opt)  # skips the step when the unscaled gradients hold inf/NaN
+    scaler.update()

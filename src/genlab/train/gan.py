@@ -13,7 +13,7 @@ from genlab.config import GANLossConfig, RunConfig
 from genlab.data import ImageData, to_float
 from genlab.losses import gan_d_loss, gan_g_loss
 from genlab.models.gan import GAN
-from genlab.train.common import update
+from genlab.train.common import FP32, Precision, update
 
 LOG_KEYS = ("g_loss", "d_loss", "d_real", "d_fake")
 
@@ -35,6 +35,7 @@ def gan_step(
     loss: GANLossConfig,
     step: int,
     skip_nonfinite: bool = False,
+    amp: Precision = FP32,
 ) -> dict[str, Tensor]:
     """The notes' alternating update; returns detached losses and mean D outputs (no host sync).
 
@@ -45,28 +46,31 @@ def gan_step(
     z = torch.randn(real.size(0), model.config.latent_dim, device=real.device)
     # D's weights need no gradient in the G step (opt_d zeroes it anyway), so skip computing it;
     # G's gradient is unchanged. Under DDP every parameter must take part in each backward.
-    freeze_d = not isinstance(d, DistributedDataParallel)
+    freeze_d = not isinstance(getattr(d, "_orig_mod", d), DistributedDataParallel)
 
     # 1. Generator: make D call the fakes real.
-    fake = g(z)
+    with amp.autocast():
+        fake = g(z)
     if freeze_d:
         d.requires_grad_(False)
-    g_loss = gan_g_loss(d(fake, logits=loss.logits), loss.logits)
-    update(opt_g, g_loss, skip_nonfinite)
+    with amp.autocast():
+        g_loss = gan_g_loss(d(fake, logits=loss.logits), loss.logits)
+    update(opt_g, g_loss, skip_nonfinite, amp.scaler("opt_g"))
     if freeze_d:
         d.requires_grad_(True)
 
     # 2. Discriminator: real -> 1, detached fakes -> 0, (real_loss + fake_loss) / 2. One forward
     #    over both halves: D has no batch statistics, so this equals two calls, and DDP needs one.
-    scores = d(torch.cat([real, fake.detach()]), logits=loss.logits)  # detach: no gradient into G
-    real_scores, fake_scores = scores.split(real.size(0))
-    d_loss = gan_d_loss(real_scores, fake_scores, loss.logits)
-    update(opt_d, d_loss, skip_nonfinite)
+    with amp.autocast():
+        scores = d(torch.cat([real, fake.detach()]), logits=loss.logits)  # detach: no gradient into G
+        real_scores, fake_scores = scores.float().split(real.size(0))
+        d_loss = gan_d_loss(real_scores, fake_scores, loss.logits)
+    update(opt_d, d_loss, skip_nonfinite, amp.scaler("opt_d"))
 
     prob = torch.sigmoid if loss.logits else (lambda t: t)
     return {
-        "g_loss": g_loss.detach(),
-        "d_loss": d_loss.detach(),
+        "g_loss": g_loss.detach().float(),
+        "d_loss": d_loss.detach().float(),
         "d_real": prob(real_scores.detach()).mean(),
         "d_fake": prob(fake_scores.detach()).mean(),
     }

@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from genlab.io import save_grid
 from genlab.models import build_model
 from genlab.runs import model_shape, resolve_device
 from genlab.train import FAMILIES
+from genlab.train.common import make_precision
 from genlab.train.distributed import (
     World,
     any_rank,
@@ -114,7 +116,17 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
         if world.main:
             ckpt.save_json(run_dir / "config.json", config.to_dict())
             (run_dir / "metrics.jsonl").write_text("")
+    amp = make_precision(t.precision, device, optimizers)
+    for k, scaler in amp.scalers.items():
+        if k in state.get("scalers", {}):
+            scaler.load_state_dict(state["scalers"][k])
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda" and isinstance(train_data, ImageData):
+        train_data.images = train_data.images.to(device)  # small data sets live on the GPU: no copies per step
     engine = dist_wrap(config.family, model, device) if world.distributed else model
+    if t.compile:
+        engine = compile_engine(engine)
     state["original_size"] = list(getattr(train_data, "original_size", (size, size)))
     noise = torch.randn(t.num_samples, config.model.latent_dim, generator=torch.Generator().manual_seed(t.seed))
     total = min(t.epochs * steps_per_epoch, t.max_steps or math.inf)
@@ -139,6 +151,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
         state["cuda_rng"] = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
         state["optimizers"] = {k: o.state_dict() for k, o in optimizers.items()}
         state["schedulers"] = {k: s.state_dict() for k, s in schedulers.items()}
+        state["scalers"] = {k: sc.state_dict() for k, sc in amp.scalers.items()}
         if out_files:
             out_files.checkpoint(model, config, state)
 
@@ -154,8 +167,10 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
             )
             for batch in batches:
                 x = family.prepare(model, batch.to(device, non_blocking=True), config.data.binarize)
+                if t.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 skip = t.nan_policy == "skip"
-                out = family.step(engine, x, optimizers, config.loss, state["step"], skip_nonfinite=skip)
+                out = family.step(engine, x, optimizers, config.loss, state["step"], skip_nonfinite=skip, amp=amp)
                 finite = torch.stack([v.isfinite() for v in out.values()]).all()
                 if skip and not finite:  # the step skipped its update; keep NaN out of the logs
                     state["skipped"] = state.get("skipped", 0) + 1
@@ -221,7 +236,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     dist_cleanup(world)
     if not identical:
         raise GenlabError("ranks ended with different weights; report this with the command that ran")
-    last = {k: v for k, v in json.loads(_last_line(run_dir / "metrics.jsonl") or "{}").items() if isinstance(v, float)}
+    last_line = _last_line(run_dir / "metrics.jsonl") if world.main else ""  # other ranks may have no run folder
+    last = {k: v for k, v in json.loads(last_line or "{}").items() if isinstance(v, float)}
     result = TrainResult(run_dir, state["step"], state["epoch"], last, reason)
     if reason == "interrupted" and world.main:
         name = signal.Signals(flag.get("signal", signal.SIGTERM)).name
@@ -231,6 +247,15 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
             file=sys.stderr,
         )
     return result
+
+
+def compile_engine(engine):
+    """torch.compile what the step drives: the VAE, or G and D separately (the GAN step calls each)."""
+    if isinstance(engine, torch.nn.Module) and not hasattr(engine, "generator"):
+        return torch.compile(engine)
+    return SimpleNamespace(
+        generator=torch.compile(engine.generator), discriminator=torch.compile(engine.discriminator), config=engine.config
+    )
 
 
 class RunFiles:

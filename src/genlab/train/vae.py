@@ -10,7 +10,7 @@ from genlab.config import RunConfig, VAELossConfig
 from genlab.data import ImageData, to_float
 from genlab.losses import vae_loss
 from genlab.models.vae import VanillaVAE
-from genlab.train.common import unwrap, update
+from genlab.train.common import FP32, Precision, unwrap, update
 
 LOG_KEYS = ("loss", "recon", "kl", "elbo")
 
@@ -48,11 +48,13 @@ def vae_step(
     loss: VAELossConfig,
     step: int,
     skip_nonfinite: bool = False,
+    amp: Precision = FP32,
 ) -> dict[str, Tensor]:
     """Forward, the notes' loss, backward, Adam step; returns detached terms (no host sync)."""
-    out = objective(model, x, loss, step)
-    update(optimizers["opt"], out["loss"], skip_nonfinite)
-    return {k: v.detach() for k, v in out.items()}
+    with amp.autocast():
+        out = objective(model, x, loss, step)
+    update(optimizers["opt"], out["loss"], skip_nonfinite, amp.scaler("opt"))
+    return {k: v.detach().float() for k, v in out.items()}
 
 
 step = vae_step

@@ -1,0 +1,345 @@
+"""`genlab bench`: images/s of genlab's training and sampling paths against a plain PyTorch loop of the
+same model, measured in the same process, with FLOPs per image and the share of the device's matmul rate.
+
+The plain loop is the textbook way (as PyTorch-VAE / PyTorch-GAN train): NCHW, a `.item()` every
+step, for-loop Adam, and for the GAN the notes' separate D calls and a per-item PIL data loader.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from genlab.config import GANLossConfig, VAELossConfig
+from genlab.data import ImageData, iterate_batches, to_float
+from genlab.losses import gan_d_loss
+from genlab.models import GAN, VanillaVAE
+from genlab.train.common import Precision
+from genlab.train.gan import gan_step
+from genlab.train.vae import objective, vae_step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device, steps: int, repeats: int, warmup: int = 3) -> list[float]:
+    """Seconds per call of fn, one figure per repeat of `steps` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        sync(device)
+        out.append((time.perf_counter() - t0) / steps)
+    return out
+
+
+def matmul_rate(device: torch.device, n: int = 2048, dtype: torch.dtype = torch.float32) -> float:
+    """Measured FLOP/s of a large square matmul: the device's practical ceiling."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    per = statistics.median(timed(lambda: a @ b, device, steps=5, repeats=3))
+    return 2 * n**3 / per
+
+
+def flops_of(fn: Callable[[], Any]) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+# ---------------------------------------------------------------- the plain loops
+
+
+def plain_vae_step(model: VanillaVAE, x: torch.Tensor, opt: torch.optim.Optimizer, kld_weight: float) -> float:
+    recons, _, mu, log_var = model(x)
+    recons_loss = F.mse_loss(recons, x)
+    kld_loss = torch.mean(-0.5 * torch.sum(1 + log_var - mu**2 - log_var.exp(), dim=1))
+    loss = recons_loss + kld_weight * kld_loss
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()  # the per-step host sync of a progress bar
+
+
+def plain_gan_step(gan: GAN, imgs: torch.Tensor, opt_g, opt_d) -> tuple[float, float]:
+    """The notes' loop: Sigmoid D, BCE on probabilities, D called separately on real and fake."""
+    bce = nn.BCELoss()
+    valid, fake = torch.ones(imgs.size(0), 1, device=imgs.device), torch.zeros(imgs.size(0), 1, device=imgs.device)
+    opt_g.zero_grad()
+    z = torch.randn(imgs.size(0), gan.config.latent_dim, device=imgs.device)
+    gen_imgs = gan.generator(z)
+    g_loss = bce(gan.discriminator(gen_imgs), valid)
+    g_loss.backward()
+    opt_g.step()
+    opt_d.zero_grad()
+    d_loss = (bce(gan.discriminator(imgs), valid) + bce(gan.discriminator(gen_imgs.detach()), fake)) / 2
+    d_loss.backward()
+    opt_d.step()
+    return g_loss.item(), d_loss.item()
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """Per-item PIL image -> tensor in [-1, 1], as a torchvision ToTensor + Normalize pipeline does."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images.numpy()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = Image.fromarray(self.images[i, 0])
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+        return (x - 0.5) / 0.5
+
+
+def vae_loss_of(model: VanillaVAE, x: torch.Tensor, loss: VAELossConfig) -> torch.Tensor:
+    torch.manual_seed(0)  # the same eps for both precisions
+    return objective(model, x, loss, 0)["loss"]
+
+
+def bf16_loss_error(loss_fn: Callable[[nn.Module], torch.Tensor], model: nn.Module, amp: Precision) -> float:
+    """|loss_bf16 - loss_fp32| / |loss_fp32| for the same weights and batch: the opt-in's accuracy."""
+    with torch.no_grad():
+        ref = loss_fn(model).double()
+        with amp.autocast():
+            low = loss_fn(model).double()
+    return (abs(low - ref) / abs(ref)).item()
+
+
+# ---------------------------------------------------------------- benchmarks
+
+
+def bench_vae(
+    device: torch.device, batch_size: int, steps: int, repeats: int, channels_last: bool, compile: bool = False
+) -> dict[str, Any]:
+    torch.manual_seed(0)
+    loss = VAELossConfig()
+    x = torch.rand(batch_size, 3, 64, 64, device=device) * 2 - 1
+    plain = VanillaVAE().to(device)
+    fast = VanillaVAE().to(device)
+    fast.load_state_dict(plain.state_dict())
+    plain_opt = torch.optim.Adam(plain.parameters(), lr=1e-4, foreach=False)
+    fast_opt = {"opt": torch.optim.Adam(fast.parameters(), lr=1e-4, foreach=True)}
+    fx = x
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+        fx = x.contiguous(memory_format=torch.channels_last)
+    engine = torch.compile(fast) if compile else fast  # compiled during the warm-up steps
+    step_flops = flops_of(lambda: plain_vae_step(plain, x, plain_opt, loss.kld_weight))
+    results = {
+        "train": {
+            "plain": timed(lambda: plain_vae_step(plain, x, plain_opt, loss.kld_weight), device, steps, repeats),
+            "genlab": timed(lambda: vae_step(engine, fx, fast_opt, loss, 0), device, steps, repeats),
+            "flops_per_image": step_flops / batch_size,
+            "batch": batch_size,
+        }
+    }
+    amp = Precision(device.type, torch.bfloat16)
+    half = VanillaVAE().to(device)
+    half.load_state_dict(plain.state_dict())
+    half_opt = {"opt": torch.optim.Adam(half.parameters(), lr=1e-4, foreach=True)}
+    results["train_bf16"] = {
+        "plain": results["train"]["plain"],
+        "genlab": timed(lambda: vae_step(half, x, half_opt, loss, 0, amp=amp), device, steps, repeats),
+        "flops_per_image": step_flops / batch_size,
+        "batch": batch_size,
+        "loss_rel_error": bf16_loss_error(lambda m: vae_loss_of(m, x, loss), plain, amp),
+    }
+    big = torch.rand(256, 3, 64, 64, device=device) * 2 - 1
+    fbig = big.contiguous(memory_format=torch.channels_last) if channels_last else big
+    plain.eval()
+    fast.eval()
+
+    def encode_decode(model: VanillaVAE, inp: torch.Tensor) -> None:
+        with torch.no_grad():
+            model(inp)
+
+    results["encode_decode"] = {
+        "plain": timed(lambda: encode_decode(plain, big), device, max(1, steps // 4), repeats),
+        "genlab": timed(lambda: encode_decode(fast, fbig), device, max(1, steps // 4), repeats),
+        "flops_per_image": flops_of(lambda: encode_decode(plain, big)) / 256,
+        "batch": 256,
+    }
+
+    def encode_decode_bf16() -> None:
+        with torch.no_grad(), amp.autocast():
+            half(big)
+
+    half.eval()
+    results["encode_decode_bf16"] = {
+        **results["encode_decode"],
+        "genlab": timed(encode_decode_bf16, device, max(1, steps // 4), repeats),
+    }
+    return results
+
+
+def bench_gan(device: torch.device, batch_size: int, steps: int, repeats: int, compile: bool = False) -> dict[str, Any]:
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (max(20 * batch_size, 4096), 1, 28, 28), dtype=torch.uint8)
+    plain, fast = GAN().to(device), GAN().to(device)
+    fast.load_state_dict(plain.state_dict())
+    p_g = torch.optim.Adam(plain.generator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=False)
+    p_d = torch.optim.Adam(plain.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=False)
+    opts = {
+        "opt_g": torch.optim.Adam(fast.generator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True),
+        "opt_d": torch.optim.Adam(fast.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True),
+    }
+    x = torch.rand(batch_size, 1, 28, 28, device=device) * 2 - 1
+    step_flops = flops_of(lambda: plain_gan_step(plain, x, p_g, p_d))
+    engine = fast
+    if compile:
+        from genlab.train.loop import compile_engine
+
+        engine = compile_engine(fast)
+    results: dict[str, Any] = {
+        "train": {
+            "plain": timed(lambda: plain_gan_step(plain, x, p_g, p_d), device, steps, repeats),
+            "genlab": timed(lambda: gan_step(engine, x, opts, GANLossConfig(), 0), device, steps, repeats),
+            "flops_per_image": step_flops / batch_size,
+            "batch": batch_size,
+        }
+    }
+
+    amp = Precision(device.type, torch.bfloat16)
+    half = GAN().to(device)
+    half.load_state_dict(plain.state_dict())
+    half_opts = {
+        "opt_g": torch.optim.Adam(half.generator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True),
+        "opt_d": torch.optim.Adam(half.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True),
+    }
+
+    def d_loss_of(model: GAN) -> torch.Tensor:
+        torch.manual_seed(0)
+        fake = model.generator(torch.randn(batch_size, 100, device=device))
+        return gan_d_loss(model.discriminator.logits(x), model.discriminator.logits(fake))
+
+    results["train_bf16"] = {
+        **results["train"],
+        "genlab": timed(lambda: gan_step(half, x, half_opts, GANLossConfig(), 0, amp=amp), device, steps, repeats),
+        "loss_rel_error": bf16_loss_error(d_loss_of, plain, amp),
+    }
+
+    # End to end: the data path too. Plain: a per-item PIL Dataset in a DataLoader (num_workers=0).
+    loader = torch.utils.data.DataLoader(PILDataset(images), batch_size=batch_size, shuffle=True, drop_last=True)
+    plain_batches = iter([])
+    data = ImageData(images, None, "bench", (28, 28))
+    fast_batches = iter([])
+    epoch = {"plain": 0, "fast": 0}
+
+    def plain_e2e() -> None:
+        nonlocal plain_batches
+        batch = next(plain_batches, None)
+        if batch is None:
+            plain_batches = iter(loader)
+            batch = next(plain_batches)
+        plain_gan_step(plain, batch.to(device), p_g, p_d)
+
+    def fast_e2e() -> None:
+        nonlocal fast_batches
+        batch = next(fast_batches, None)
+        if batch is None:
+            epoch["fast"] += 1
+            fast_batches = iterate_batches(data, batch_size, 0, epoch["fast"])
+            batch = next(fast_batches)
+        gan_step(fast, to_float(batch.to(device)), opts, GANLossConfig(), 0)
+
+    results["train_end_to_end"] = {
+        "plain": timed(plain_e2e, device, steps, repeats),
+        "genlab": timed(fast_e2e, device, steps, repeats),
+        "flops_per_image": step_flops / batch_size,
+        "batch": batch_size,
+    }
+    fast.eval()
+    plain.eval()
+
+    def sample(model: GAN) -> None:
+        with torch.no_grad():
+            model.generator(torch.randn(256, 100, device=device))
+
+    results["sample"] = {
+        "plain": timed(lambda: sample(plain), device, steps, repeats),
+        "genlab": timed(lambda: sample(fast), device, steps, repeats),
+        "flops_per_image": flops_of(lambda: sample(plain)) / 256,
+        "batch": 256,
+    }
+    return results
+
+
+def summarise(results: dict[str, Any], rate: float) -> dict[str, Any]:
+    """Medians, images/s, ratio and share of the matmul rate for each workload."""
+    out = {}
+    for name, r in results.items():
+        plain, fast = statistics.median(r["plain"]), statistics.median(r["genlab"])
+        row = {"batch": r["batch"], "flops_per_image": r["flops_per_image"]}
+        for label, sec in (("plain", plain), ("genlab", fast)):
+            ips = r["batch"] / sec
+            row[label] = {
+                "ms_per_step": sec * 1e3,
+                "images_per_s": ips,
+                "share_of_matmul_rate": ips * r["flops_per_image"] / rate,
+            }
+        row["speedup"] = plain / fast
+        if "loss_rel_error" in r:
+            row["loss_rel_error"] = r["loss_rel_error"]
+        out[name] = row
+    return out
+
+
+def run_bench(
+    family: str,
+    device: torch.device,
+    batch_size: int = 64,
+    steps: int = 20,
+    repeats: int = 5,
+    channels_last: bool = False,
+    compile: bool = False,
+) -> dict[str, Any]:
+    rate = matmul_rate(device)
+    if family == "vae":
+        raw = bench_vae(device, batch_size, steps, repeats, channels_last, compile)
+    else:
+        raw = bench_gan(device, batch_size, steps, repeats, compile)
+    return {
+        "family": family,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "matmul_gflops": rate / 1e9,
+        "repeats": repeats,
+        "steps": steps,
+        "options": {"channels_last": channels_last, "compile": compile, "batch_size": batch_size},
+        "workloads": summarise(raw, rate),
+    }
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['family']} on {result['device']} ({result['threads']} threads, torch {result['torch']}), "
+        f"matmul {result['matmul_gflops']:.0f} GFLOP/s; medians of {result['repeats']} x {result['steps']} steps",
+        f"{'workload':<18}{'batch':>6}{'MFLOP/img':>10}{'plain img/s':>13}{'genlab img/s':>14}"
+        f"{'ms/step':>9}{'share':>7}{'speedup':>9}",
+    ]
+    for name, r in result["workloads"].items():
+        g, p = r["genlab"], r["plain"]
+        lines.append(
+            f"{name:<18}{r['batch']:>6}{r['flops_per_image'] / 1e6:>10.1f}{p['images_per_s']:>13.0f}{g['images_per_s']:>14.0f}"
+            f"{g['ms_per_step']:>9.2f}{g['share_of_matmul_rate']:>7.0%}{r['speedup']:>8.2f}x"
+            + (f"  (loss rel. error vs fp32 {r['loss_rel_error']:.1e})" if "loss_rel_error" in r else "")
+        )
+    return "\n".join(lines)
