@@ -54,7 +54,7 @@ def test_gan_fast_step_equals_the_plain_loop() -> None:
 
 def test_bench_runs_and_reports_every_workload(tmp_path: Path) -> None:
     result = run_bench("gan", torch.device("cpu"), batch_size=16, steps=1, repeats=1)
-    assert set(result["workloads"]) == {"train", "train_end_to_end", "sample"}
+    assert set(result["workloads"]) == {"train", "train_bf16", "train_end_to_end", "sample"}
     row = result["workloads"]["train"]
     assert row["flops_per_image"] > 1e6 and row["genlab"]["images_per_s"] > 0 and row["speedup"] > 0
     assert "speedup" in format_bench(result)

@@ -135,7 +135,7 @@ def bench_vae(
     fast = VanillaVAE().to(device)
     fast.load_state_dict(plain.state_dict())
     plain_opt = torch.optim.Adam(plain.parameters(), lr=1e-4, foreach=False)
-    fast_opt = {"opt": torch.optim.Adam(fast.parameters(), lr=1e-4, foreach=True)}
+    fast_opt = {"opt": torch.optim.Adam(fast.parameters(), lr=1e-4, fused=True)}
     fx = x
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
@@ -153,10 +153,12 @@ def bench_vae(
     amp = Precision(device.type, torch.bfloat16)
     half = VanillaVAE().to(device)
     half.load_state_dict(plain.state_dict())
-    half_opt = {"opt": torch.optim.Adam(half.parameters(), lr=1e-4, foreach=True)}
+    if channels_last:
+        half = half.to(memory_format=torch.channels_last)
+    half_opt = {"opt": torch.optim.Adam(half.parameters(), lr=1e-4, fused=True)}
     results["train_bf16"] = {
         "plain": results["train"]["plain"],
-        "genlab": timed(lambda: vae_step(half, x, half_opt, loss, 0, amp=amp), device, steps, repeats),
+        "genlab": timed(lambda: vae_step(half, fx, half_opt, loss, 0, amp=amp), device, steps, repeats),
         "flops_per_image": step_flops / batch_size,
         "batch": batch_size,
         "loss_rel_error": bf16_loss_error(lambda m: vae_loss_of(m, x, loss), plain, amp),
@@ -179,7 +181,7 @@ def bench_vae(
 
     def encode_decode_bf16() -> None:
         with torch.no_grad(), amp.autocast():
-            half(big)
+            half(fbig)
 
     half.eval()
     results["encode_decode_bf16"] = {
@@ -197,8 +199,8 @@ def bench_gan(device: torch.device, batch_size: int, steps: int, repeats: int, c
     p_g = torch.optim.Adam(plain.generator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=False)
     p_d = torch.optim.Adam(plain.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=False)
     opts = {
-        "opt_g": torch.optim.Adam(fast.generator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True),
-        "opt_d": torch.optim.Adam(fast.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True),
+        "opt_g": torch.optim.Adam(fast.generator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True),
+        "opt_d": torch.optim.Adam(fast.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True),
     }
     x = torch.rand(batch_size, 1, 28, 28, device=device) * 2 - 1
     step_flops = flops_of(lambda: plain_gan_step(plain, x, p_g, p_d))
@@ -220,8 +222,8 @@ def bench_gan(device: torch.device, batch_size: int, steps: int, repeats: int, c
     half = GAN().to(device)
     half.load_state_dict(plain.state_dict())
     half_opts = {
-        "opt_g": torch.optim.Adam(half.generator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True),
-        "opt_d": torch.optim.Adam(half.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True),
+        "opt_g": torch.optim.Adam(half.generator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True),
+        "opt_d": torch.optim.Adam(half.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True),
     }
 
     def d_loss_of(model: GAN) -> torch.Tensor:
@@ -307,7 +309,7 @@ def run_bench(
     batch_size: int = 64,
     steps: int = 20,
     repeats: int = 5,
-    channels_last: bool = False,
+    channels_last: bool = True,
     compile: bool = False,
 ) -> dict[str, Any]:
     rate = matmul_rate(device)

@@ -291,7 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
-    p.add_argument("--channels-last", action="store_true", help="VAE: channels-last memory format on genlab's side")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="VAE: NHWC on genlab's side (training default)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile genlab's side (compiled in the warm-up)")
     p.add_argument("--json")
     p.set_defaults(func=cmd_bench)

@@ -134,7 +134,13 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     flag: dict[str, int] = {}
     started, window_start, reason, bad = time.monotonic(), time.monotonic(), "done", None
     bar = tqdm(
-        total=total, initial=state["step"], disable=quiet or not world.main, unit="step", dynamic_ncols=True, desc=config.family
+        total=total,
+        initial=state["step"],
+        disable=quiet or not world.main,
+        unit="step",
+        dynamic_ncols=True,
+        desc=config.family,
+        mininterval=0.1 if sys.stderr.isatty() else 10.0,  # logs get a line every 10 s, not a flood
     )
 
     def check_finite() -> None:
@@ -300,9 +306,11 @@ def quick_eval(config: RunConfig, model, test: ImageData) -> dict[str, float]:
     n = min(config.train.eval_n, len(test))
     fake = as_classifier_input(generate(model, n, config.train.seed), tuple(test.original_size))
     real = as_classifier_input(to_float(test.images[:n]), tuple(test.original_size))
-    out = summary({"sample_quality": sample_quality(fake, real, classifier)})
+    quality = sample_quality(fake, real, classifier)
+    if quality["collapse_warning"]:
+        print(f"genlab: warning: {quality['collapse_warning']}", file=sys.stderr)
     model.train()
-    return out
+    return summary({"sample_quality": quality})
 
 
 def restore(

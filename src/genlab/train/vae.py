@@ -17,7 +17,8 @@ LOG_KEYS = ("loss", "recon", "kl", "elbo")
 
 def make_optimizers(model: VanillaVAE, config: RunConfig) -> dict[str, Optimizer]:
     t = config.train
-    return {"opt": Adam(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, foreach=True)}
+    # fused: one kernel per step for all parameters (measured faster than foreach and for-loop Adam)
+    return {"opt": Adam(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, fused=True)}
 
 
 def capacity(loss: VAELossConfig, step: int) -> float | None:
