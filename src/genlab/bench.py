@@ -283,6 +283,57 @@ def bench_gan(device: torch.device, batch_size: int, steps: int, repeats: int, c
     return results
 
 
+def probe_memory(family: str, path: str, batch_size: int, device: torch.device, steps: int = 5) -> int:
+    """Peak memory (bytes) of `steps` training steps of one path: CUDA allocator peak, or this process's peak RSS."""
+    torch.manual_seed(0)
+    if family == "vae":
+        model = VanillaVAE().to(device)
+        x = torch.rand(batch_size, 3, 64, 64, device=device) * 2 - 1
+        if path == "plain":
+            opt = torch.optim.Adam(model.parameters(), lr=1e-4, foreach=False)
+            step = lambda: plain_vae_step(model, x, opt, VAELossConfig().kld_weight)  # noqa: E731
+        else:
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+            opts = {"opt": torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)}
+            step = lambda: vae_step(model, x, opts, VAELossConfig(), 0)  # noqa: E731
+    else:
+        model = GAN().to(device)
+        x = torch.rand(batch_size, 1, 28, 28, device=device) * 2 - 1
+        kw = {"foreach": False} if path == "plain" else {"fused": True}
+        o_g = torch.optim.Adam(model.generator.parameters(), lr=2e-4, betas=(0.5, 0.999), **kw)
+        o_d = torch.optim.Adam(model.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999), **kw)
+        if path == "plain":
+            step = lambda: plain_gan_step(model, x, o_g, o_d)  # noqa: E731
+        else:
+            step = lambda: gan_step(model, x, {"opt_g": o_g, "opt_d": o_d}, GANLossConfig(), 0)  # noqa: E731
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    # VmHWM: this address space's peak RSS (ru_maxrss would carry the parent's peak across exec).
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def peak_memory(family: str, batch_size: int, device: torch.device) -> dict[str, int]:
+    """{path: peak bytes}; on CPU each path runs in a fresh process so the peaks do not mix."""
+    if device.type == "cuda":
+        return {path: probe_memory(family, path, batch_size, device) for path in ("plain", "genlab")}
+    import subprocess
+    import sys
+
+    out = {}
+    for path in ("plain", "genlab"):
+        call = f"probe_memory({family!r}, {path!r}, {batch_size}, torch.device('cpu'))"
+        code = f"import torch; from genlab.bench import probe_memory; print({call})"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out[path] = int(done.stdout.strip().splitlines()[-1])
+    return out
+
+
 def summarise(results: dict[str, Any], rate: float) -> dict[str, Any]:
     """Medians, images/s, ratio and share of the matmul rate for each workload."""
     out = {}
@@ -317,9 +368,11 @@ def run_bench(
         raw = bench_vae(device, batch_size, steps, repeats, channels_last, compile)
     else:
         raw = bench_gan(device, batch_size, steps, repeats, compile)
+    memory = peak_memory(family, batch_size, device)
     return {
         "family": family,
         "device": str(device),
+        "peak_memory_bytes": memory,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "matmul_gflops": rate / 1e9,
@@ -337,6 +390,10 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{'workload':<18}{'batch':>6}{'MFLOP/img':>10}{'plain img/s':>13}{'genlab img/s':>14}"
         f"{'ms/step':>9}{'share':>7}{'speedup':>9}",
     ]
+    mem = result.get("peak_memory_bytes")
+    if mem:
+        what = "peak CUDA memory" if result["device"].startswith("cuda") else "peak RSS of a process running the train step"
+        lines.append(f"{what}: plain {mem['plain'] / 2**20:.0f} MiB, genlab {mem['genlab'] / 2**20:.0f} MiB")
     for name, r in result["workloads"].items():
         g, p = r["genlab"], r["plain"]
         lines.append(
