@@ -159,3 +159,29 @@ def test_bce_sanity_for_bernoulli_terms() -> None:
     torch.testing.assert_close(
         bernoulli_nll(logits, x), F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3))
     )
+
+
+def test_fd_in_classifier_features_grows_with_blur(idx_data: Path) -> None:
+    from genlab.config import DataConfig
+    from genlab.data import load_dataset, to_float
+    from genlab.eval.evaluate import classify
+
+    model, _ = clf.load_classifier(clf.shipped_path("fashion-mnist"))
+    _, test = load_dataset(DataConfig(dataset=str(idx_data)), 1, 28)
+    x = to_float(test.images)
+    base, _ = classify(model, x)
+    fds = []
+    for k in (1, 3, 5, 7):
+        blurred = F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, stride=1) if k > 1 else x
+        feats, _ = classify(model, blurred)
+        fds.append(frechet_distance_features(base.numpy(), feats.numpy()))
+    assert abs(fds[0]) < 1e-3 and 0.01 < fds[1] < fds[2] < fds[3]  # 64 images, 256-d: sqrtm noise ~1e-5
+
+
+def test_bernoulli_vae_on_binarized_data_trains_and_evaluates(idx_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    extra = ["--max-steps", "6", "--set", 'model.decoder="bernoulli"', "--set", "data.binarize=true"]
+    assert main(train_args("vae", idx_data, run, *extra)) == 0
+    assert main(["eval", str(run), "--n", "32", "--k", "8", "--nll-n", "8", "--json", str(tmp_path / "e.json")]) == 0
+    lk = json.loads((tmp_path / "e.json").read_text())["likelihood"]
+    assert lk["likelihood"].startswith("Bernoulli on pixels binarized") and 0 < lk["nll_iw"] <= lk["neg_elbo"] + 1e-6
