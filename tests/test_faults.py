@@ -85,7 +85,7 @@ def test_full_disk_or_unwritable_folder_fails_before_training(idx_data: Path, tm
     assert main(train_args("gan", idx_data, tmp_path / "file" / "run")) == 2
     assert "cannot write to" in capsys.readouterr().err
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("genlab.train.loop.shutil.disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr("genlab.train.guards.shutil.disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     assert main(train_args("gan", idx_data, tmp_path / "run")) == 2
     assert "MiB free" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Any
 
@@ -254,3 +255,18 @@ def calibrate(train: ImageData, test: ImageData, n: int = 10_000, seed: int = 0)
         q = sample_quality(images, real, classifier)
         rows[name] = {k: q[k] for k in ("fd", "precision", "recall", "is_mean", "is_std")}
     return {"n": n, "seed": seed, "reference": f"test split, first {n} images", "features_sha256": meta["sha256"], "rows": rows}
+
+
+def quick_eval(config: RunConfig, model, test: ImageData) -> dict[str, float]:
+    """Sample-quality figures with cheap settings (train.eval_n samples, no likelihoods)."""
+    classifier, _, _ = find_classifier(config, test)
+    if classifier is None:
+        return {}
+    n = min(config.train.eval_n, len(test))
+    fake = as_classifier_input(generate(model, n, config.train.seed), tuple(test.original_size))
+    real = as_classifier_input(to_float(test.images[:n]), tuple(test.original_size))
+    quality = sample_quality(fake, real, classifier)
+    if quality["collapse_warning"]:
+        print(f"genlab: warning: {quality['collapse_warning']}", file=sys.stderr)
+    model.train()
+    return summary({"sample_quality": quality})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor, nn
@@ -55,3 +56,12 @@ def update(opt: Optimizer, loss: Tensor, skip_nonfinite: bool = False, scaler: t
     scaler.scale(loss).backward()  # fp16: scale up so small gradients do not flush to zero
     scaler.step(opt)  # skips the step when the unscaled gradients hold inf/NaN
     scaler.update()
+
+
+def compile_engine(engine):
+    """torch.compile what the step drives: the VAE, or G and D separately (the GAN step calls each)."""
+    if isinstance(engine, torch.nn.Module) and not hasattr(engine, "generator"):
+        return torch.compile(engine)
+    return SimpleNamespace(
+        generator=torch.compile(engine.generator), discriminator=torch.compile(engine.discriminator), config=engine.config
+    )

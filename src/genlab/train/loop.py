@@ -6,42 +6,38 @@ position in the epoch, RNG, the partial logging window) is in the checkpoint.
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import signal
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from genlab import checkpoint as ckpt
-from genlab.config import RunConfig, from_dict
-from genlab.data import ImageData, crop_to, iterate_batches, load_dataset, to_float
+from genlab.config import RunConfig
+from genlab.data import ImageData, iterate_batches, load_dataset
 from genlab.errors import ConfigError, GenlabError
-from genlab.io import save_grid
+from genlab.eval.evaluate import quick_eval
 from genlab.models import build_model
 from genlab.runs import model_shape, resolve_device
 from genlab.train import FAMILIES
-from genlab.train.common import make_precision
+from genlab.train.common import compile_engine, make_precision
 from genlab.train.distributed import (
-    World,
     any_rank,
     check_identical,
     gather_rng,
     mean_over_ranks,
-    require_same_world,
     sync_batchnorm,
 )
 from genlab.train.distributed import cleanup as dist_cleanup
 from genlab.train.distributed import setup as dist_setup
 from genlab.train.distributed import wrap as dist_wrap
+from genlab.train.guards import check_writable, stop_on_signals
+from genlab.train.outputs import RunFiles, restore, write_pictures
 
 
 @dataclass
@@ -51,37 +47,6 @@ class TrainResult:
     epoch: int
     last: dict[str, float] = field(default_factory=dict)
     reason: str = "done"  # done | max_steps | time_budget | interrupted
-
-
-def check_writable(run_dir: Path, need_bytes: int) -> None:
-    """Fail before training, not at the first checkpoint hours later."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"0" * 4096)
-        probe.unlink()
-    except OSError as e:
-        raise GenlabError(f"cannot write to {run_dir} ({e.strerror}); choose another --out") from None
-    free = shutil.disk_usage(run_dir).free
-    if free < need_bytes:
-        raise GenlabError(
-            f"{run_dir}: only {free >> 20} MiB free, checkpoints need ~{need_bytes >> 20} MiB; free space or choose another --out"
-        )
-
-
-@contextmanager
-def stop_on_signals(flag: dict[str, int]):
-    """SIGINT/SIGTERM ask the loop to stop at the next step boundary (it then checkpoints)."""
-
-    def handler(signum: int, frame: Any) -> None:
-        flag["signal"] = signum
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> TrainResult:
@@ -242,8 +207,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     dist_cleanup(world)
     if not identical:
         raise GenlabError("ranks ended with different weights; report this with the command that ran")
-    last_line = _last_line(run_dir / "metrics.jsonl") if world.main else ""  # other ranks may have no run folder
-    last = {k: v for k, v in json.loads(last_line or "{}").items() if isinstance(v, float)}
+    last = {k: v for k, v in (out_files.last if out_files else {}).items() if isinstance(v, float)}
     result = TrainResult(run_dir, state["step"], state["epoch"], last, reason)
     if reason == "interrupted" and world.main:
         name = signal.Signals(flag.get("signal", signal.SIGTERM)).name
@@ -253,122 +217,3 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
             file=sys.stderr,
         )
     return result
-
-
-def compile_engine(engine):
-    """torch.compile what the step drives: the VAE, or G and D separately (the GAN step calls each)."""
-    if isinstance(engine, torch.nn.Module) and not hasattr(engine, "generator"):
-        return torch.compile(engine)
-    return SimpleNamespace(
-        generator=torch.compile(engine.generator), discriminator=torch.compile(engine.discriminator), config=engine.config
-    )
-
-
-class RunFiles:
-    """What rank 0 writes during training: metrics.jsonl, TensorBoard events, checkpoints."""
-
-    def __init__(self, run_dir: Path, step: int) -> None:
-        self.run_dir = run_dir
-        (run_dir / "samples").mkdir(exist_ok=True)
-        self.metrics = (run_dir / "metrics.jsonl").open("a")
-        self.writer = tensorboard_writer(run_dir, step)
-
-    def log(self, record: dict[str, Any]) -> None:
-        self.metrics.write(json.dumps(record) + "\n")
-        self.metrics.flush()
-        if self.writer is not None:
-            for k, v in record.items():
-                if isinstance(v, float):
-                    self.writer.add_scalar(k, v, record["step"])
-
-    def checkpoint(self, model, config: RunConfig, state: dict[str, Any]) -> Path:
-        try:
-            return ckpt.save_checkpoint(self.run_dir, model, config.to_dict(), state)
-        except OSError as e:
-            raise GenlabError(
-                f"cannot write a checkpoint in {self.run_dir} ({e.strerror or e}); the last complete one is kept: "
-                f"free space, then resume with: genlab train {config.family} --resume {self.run_dir}"
-            ) from None
-
-    def close(self) -> None:
-        self.metrics.close()
-        if self.writer is not None:
-            self.writer.close()
-
-
-def quick_eval(config: RunConfig, model, test: ImageData) -> dict[str, float]:
-    """Sample-quality figures with cheap settings (train.eval_n samples, no likelihoods)."""
-    from genlab.eval.evaluate import as_classifier_input, find_classifier, generate, sample_quality, summary
-
-    classifier, _, _ = find_classifier(config, test)
-    if classifier is None:
-        return {}
-    n = min(config.train.eval_n, len(test))
-    fake = as_classifier_input(generate(model, n, config.train.seed), tuple(test.original_size))
-    real = as_classifier_input(to_float(test.images[:n]), tuple(test.original_size))
-    quality = sample_quality(fake, real, classifier)
-    if quality["collapse_warning"]:
-        print(f"genlab: warning: {quality['collapse_warning']}", file=sys.stderr)
-    model.train()
-    return summary({"sample_quality": quality})
-
-
-def restore(
-    run_dir: Path, config: RunConfig, model, optimizers, schedulers, device: torch.device, world: World
-) -> dict[str, Any]:
-    """Load the last checkpoint of run_dir into model/optimisers; cut metrics back to its step."""
-    path = ckpt.find_checkpoint(run_dir)
-    saved = from_dict(ckpt.load_config_json(path))
-    diff = ckpt.config_mismatch(config.to_dict()["model"], saved.to_dict()["model"])
-    if diff or saved.family != config.family:
-        raise ckpt.CheckpointError(f"{path}: checkpoint model does not match the config ({'; '.join(diff) or saved.family})")
-    ckpt.load_into(model, ckpt.load_weights(path), path)
-    state = ckpt.load_state(path)
-    require_same_world(state.get("world_size", 1), world)
-    for k, o in optimizers.items():
-        o.load_state_dict(state["optimizers"][k])
-    for k, s in schedulers.items():
-        s.load_state_dict(state["schedulers"][k])
-    torch.set_rng_state(state["rng"][world.rank])
-    if device.type == "cuda" and state.get("cuda_rng"):
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    state["window"] = {k: v.to(device) for k, v in state["window"].items()}
-    metrics = run_dir / "metrics.jsonl"
-    if world.main and metrics.exists():
-        kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= state["step"]]
-        metrics.write_text("".join(line + "\n" for line in kept))
-    return state
-
-
-def write_pictures(path: Path, family, model, test: ImageData, noise, device, config: RunConfig) -> None:
-    """One PNG: the family's grids side by side, at the data's own size (padding cropped off)."""
-    grids = [crop_to(g, test.original_size) for g in family.pictures(model, test, noise, device, config.data.binarize)]
-    nrow = math.isqrt(noise.shape[0])
-    images = _side_by_side(grids, nrow) if len(grids) > 1 else grids[0]
-    save_grid(path, images, nrow=nrow * len(grids), scale=2)
-
-
-def _side_by_side(grids: list[torch.Tensor], nrow: int) -> torch.Tensor:
-    """Interleave rows of several (nrow*nrow) grids so they appear next to each other."""
-    rows = []
-    for r in range(nrow):
-        for g in grids:
-            chunk = g[r * nrow : (r + 1) * nrow]
-            if len(chunk) < nrow:
-                chunk = torch.cat([chunk, torch.full((nrow - len(chunk), *g.shape[1:]), -1.0, device=g.device)])
-            rows.append(chunk)
-    return torch.cat(rows)
-
-
-def tensorboard_writer(run_dir: Path, step: int):
-    """A SummaryWriter in run_dir/tb when the tensorboard package is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(run_dir / "tb"), purge_step=step or None)
-
-
-def _last_line(path: Path) -> str:
-    lines = path.read_text().splitlines()
-    return lines[-1] if lines else ""

@@ -1,0 +1,107 @@
+"""The run folder during training: metrics, TensorBoard events, checkpoints, pictures; and resuming from it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlab import checkpoint as ckpt
+from genlab.config import RunConfig, from_dict
+from genlab.data import ImageData, crop_to
+from genlab.errors import GenlabError
+from genlab.io import save_grid
+from genlab.train.distributed import World, require_same_world
+
+
+class RunFiles:
+    """What rank 0 writes during training: metrics.jsonl, TensorBoard events, checkpoints."""
+
+    def __init__(self, run_dir: Path, step: int) -> None:
+        self.run_dir = run_dir
+        (run_dir / "samples").mkdir(exist_ok=True)
+        self.metrics = (run_dir / "metrics.jsonl").open("a")
+        self.last: dict[str, Any] = {}
+        self.writer = tensorboard_writer(run_dir, step)
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.last = record
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+        if self.writer is not None:
+            for k, v in record.items():
+                if isinstance(v, float):
+                    self.writer.add_scalar(k, v, record["step"])
+
+    def checkpoint(self, model, config: RunConfig, state: dict[str, Any]) -> Path:
+        try:
+            return ckpt.save_checkpoint(self.run_dir, model, config.to_dict(), state)
+        except OSError as e:
+            raise GenlabError(
+                f"cannot write a checkpoint in {self.run_dir} ({e.strerror or e}); the last complete one is kept: "
+                f"free space, then resume with: genlab train {config.family} --resume {self.run_dir}"
+            ) from None
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def restore(
+    run_dir: Path, config: RunConfig, model, optimizers, schedulers, device: torch.device, world: World
+) -> dict[str, Any]:
+    """Load the last checkpoint of run_dir into model/optimisers; cut metrics back to its step."""
+    path = ckpt.find_checkpoint(run_dir)
+    saved = from_dict(ckpt.load_config_json(path))
+    diff = ckpt.config_mismatch(config.to_dict()["model"], saved.to_dict()["model"])
+    if diff or saved.family != config.family:
+        raise ckpt.CheckpointError(f"{path}: checkpoint model does not match the config ({'; '.join(diff) or saved.family})")
+    ckpt.load_into(model, ckpt.load_weights(path), path)
+    state = ckpt.load_state(path)
+    require_same_world(state.get("world_size", 1), world)
+    for k, o in optimizers.items():
+        o.load_state_dict(state["optimizers"][k])
+    for k, s in schedulers.items():
+        s.load_state_dict(state["schedulers"][k])
+    torch.set_rng_state(state["rng"][world.rank])
+    if device.type == "cuda" and state.get("cuda_rng"):
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    state["window"] = {k: v.to(device) for k, v in state["window"].items()}
+    metrics = run_dir / "metrics.jsonl"
+    if world.main and metrics.exists():
+        kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= state["step"]]
+        metrics.write_text("".join(line + "\n" for line in kept))
+    return state
+
+
+def write_pictures(path: Path, family, model, test: ImageData, noise, device, config: RunConfig) -> None:
+    """One PNG: the family's grids side by side, at the data's own size (padding cropped off)."""
+    grids = [crop_to(g, test.original_size) for g in family.pictures(model, test, noise, device, config.data.binarize)]
+    nrow = math.isqrt(noise.shape[0])
+    images = _side_by_side(grids, nrow) if len(grids) > 1 else grids[0]
+    save_grid(path, images, nrow=nrow * len(grids), scale=2)
+
+
+def _side_by_side(grids: list[torch.Tensor], nrow: int) -> torch.Tensor:
+    """Interleave rows of several (nrow*nrow) grids so they appear next to each other."""
+    rows = []
+    for r in range(nrow):
+        for g in grids:
+            chunk = g[r * nrow : (r + 1) * nrow]
+            if len(chunk) < nrow:
+                chunk = torch.cat([chunk, torch.full((nrow - len(chunk), *g.shape[1:]), -1.0, device=g.device)])
+            rows.append(chunk)
+    return torch.cat(rows)
+
+
+def tensorboard_writer(run_dir: Path, step: int):
+    """A SummaryWriter in run_dir/tb when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tb"), purge_step=step or None)
