@@ -17,8 +17,11 @@ def mean_std(values: list[float], digits: int) -> str:
 def main(out: Path) -> None:
     seconds = dict(line.split() for line in (out / "seconds.txt").read_text().splitlines())
     rows = [("VAE", ["vae"]), ("β-VAE (β=4, latent 10)", ["beta_vae"]), ("GAN (3 seeds)", ["gan_s0", "gan_s1", "gan_s2"])]
-    print("| model | train steps | train s | FD ↓ | precision | recall | IS-style | −ELBO / −log p(x) (nats) | train seeds |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | train steps | train s | FD ↓ | precision | recall | density | coverage | IS-style "
+        "| −ELBO / −log p(x) (nats) | train seeds |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for label, names in rows:
         results = [json.loads((out / f"{n}.json").read_text()) for n in names]
         q = [r["sample_quality"] for r in results]
@@ -30,11 +33,15 @@ def main(out: Path) -> None:
         print(
             f"| {label} | {results[0]['run_step']} | {train_s} | {mean_std([x['fd'] for x in q], 2)} | "
             f"{mean_std([x['precision'] for x in q], 3)} | {mean_std([x['recall'] for x in q], 3)} | "
+            f"{mean_std([x['density'] for x in q], 3)} | {mean_std([x['coverage'] for x in q], 3)} | "
             f"{mean_std([x['is_mean'] for x in q], 2)} | {nll} | {', '.join(str(r['train_seed']) for r in results)} |"
         )
     cal = json.loads((out / "calibrate.json").read_text())
     for name, r in cal["rows"].items():
-        print(f"| *{name}* | – | – | {r['fd']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['is_mean']:.2f} | – | – |")
+        print(
+            f"| *{name}* | – | – | {r['fd']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} "
+            f"| {r['coverage']:.3f} | {r['is_mean']:.2f} | – | – |"
+        )
 
 
 if __name__ == "__main__":

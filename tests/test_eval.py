@@ -15,7 +15,7 @@ from genlab.eval import classifier as clf
 from genlab.eval.frechet import frechet_distance, frechet_distance_features
 from genlab.eval.inception_score import class_histogram, classifier_score, collapse_warning
 from genlab.eval.likelihood import elbo_and_iwae
-from genlab.eval.precision_recall import precision_recall
+from genlab.eval.precision_recall import density_coverage, precision_recall
 from genlab.models import VanillaVAE
 
 from conftest import write_idx_dataset
@@ -50,6 +50,18 @@ def test_precision_recall_on_toy_clouds() -> None:
     half = a[a[:, 0] > 0]
     p, r = precision_recall(a, half + 0.01 * torch.randn_like(half))
     assert p > 0.9 and 0.3 < r < 0.7
+
+
+def test_density_and_coverage_on_toy_clouds() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(400, 4)
+    density, coverage = density_coverage(a, a.clone())
+    assert coverage == 1.0 and 0.9 < density < 1.3
+    assert density_coverage(a, torch.randn(400, 4) + 100) == (0.0, 0.0)
+    # An outlier in the real set makes a huge ball: precision counts the far fakes inside it, density barely moves.
+    real = torch.cat([a, torch.full((1, 4), 30.0)])
+    far = torch.randn(100, 4) * 0.1 + 15
+    assert precision_recall(real, far)[0] > 0.9 and density_coverage(real, far)[0] < 0.25
 
 
 def test_classifier_score_bounds_and_histogram() -> None:
@@ -131,7 +143,18 @@ def test_eval_cli_writes_all_fields_and_is_deterministic(family: str, tmp_path: 
         outs.append(json.loads((tmp_path / name).read_text()))
     a, b = outs
     q = a["sample_quality"]
-    for key in ("fd", "precision", "recall", "is_mean", "is_std", "class_hist", "reference_class_hist", "features"):
+    for key in (
+        "fd",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "is_mean",
+        "is_std",
+        "class_hist",
+        "reference_class_hist",
+        "features",
+    ):
         assert key in q
     assert q["features"]["sha256"] == clf.load_classifier(clf.shipped_path("fashion-mnist"))[1]["sha256"]
     assert a["n"] == 64 and a["seed"] == 0 and a["reference"].startswith("test split")

@@ -187,9 +187,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     result = calibrate(train, test, args.n, args.seed)
     if "skipped" in result:
         raise GenlabError(result["skipped"])
-    print(f"{'sample set':<24} {'FD':>9} {'precision':>9} {'recall':>7} {'IS-style':>9}  (vs {result['reference']})")
+    print(f"{'sample set':<24} {'FD':>9} {'precision':>9} {'recall':>7} {'density':>8} {'coverage':>8} {'IS-style':>9}")
     for name, r in result["rows"].items():
-        print(f"{name:<24} {r['fd']:9.3f} {r['precision']:9.3f} {r['recall']:7.3f} {r['is_mean']:9.3f}")
+        print(
+            f"{name:<24} {r['fd']:9.3f} {r['precision']:9.3f} {r['recall']:7.3f} {r['density']:8.3f} "
+            f"{r['coverage']:8.3f} {r['is_mean']:9.3f}"
+        )
+    print(f"(against the {result['reference']})")
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
     return 0

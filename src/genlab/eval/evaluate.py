@@ -17,7 +17,7 @@ from genlab.eval.classifier import FeatureClassifier, load_classifier, shipped_p
 from genlab.eval.frechet import frechet_distance_features
 from genlab.eval.inception_score import class_histogram, classifier_score, collapse_warning
 from genlab.eval.likelihood import elbo_and_iwae
-from genlab.eval.precision_recall import precision_recall
+from genlab.eval.precision_recall import density_coverage, precision_recall
 from genlab.losses import decoder_variance
 
 
@@ -54,6 +54,7 @@ def sample_quality(fake: Tensor, real: Tensor, classifier: FeatureClassifier, k:
     f_fake, p_fake = classify(classifier, fake)
     f_real, p_real = classify(classifier, real)
     precision, recall = precision_recall(f_real, f_fake, k=k)
+    density, coverage = density_coverage(f_real, f_fake, k=5)
     is_mean, is_std = classifier_score(p_fake)
     ref_is, _ = classifier_score(p_real)
     hist, ref_hist = class_histogram(p_fake, 10), class_histogram(p_real, 10)
@@ -62,6 +63,9 @@ def sample_quality(fake: Tensor, real: Tensor, classifier: FeatureClassifier, k:
         "precision": precision,
         "recall": recall,
         "pr_k": k,
+        "density": density,
+        "coverage": coverage,
+        "dc_k": 5,
         "is_mean": is_mean,
         "is_std": is_std,
         "is_reference": ref_is,
@@ -193,6 +197,7 @@ def format_table(result: dict[str, Any]) -> str:
         rows += [
             ("FD (classifier features)", f"{q['fd']:.3f}"),
             (f"precision / recall (k={q['pr_k']})", f"{q['precision']:.3f} / {q['recall']:.3f}"),
+            (f"density / coverage (k={q['dc_k']})", f"{q['density']:.3f} / {q['coverage']:.3f}"),
             ("classifier score (IS-style)", f"{q['is_mean']:.3f} ± {q['is_std']:.3f}  (test set: {q['is_reference']:.3f})"),
             ("class histogram", " ".join(f"{h:.2f}" for h in q["class_hist"])),
             ("features", f"{q['features']['network']} sha256 {q['features']['sha256'][:12]}"),
@@ -222,7 +227,7 @@ def format_table(result: dict[str, Any]) -> str:
 def summary(result: dict[str, Any]) -> dict[str, float]:
     """The scalar figures of a result, flat, for metrics.jsonl during training."""
     q = result.get("sample_quality", {})
-    return {f"eval_{key}": float(q[key]) for key in ("fd", "precision", "recall", "is_mean") if key in q}
+    return {f"eval_{key}": float(q[key]) for key in ("fd", "precision", "recall", "density", "coverage", "is_mean") if key in q}
 
 
 @torch.no_grad()
@@ -253,7 +258,7 @@ def calibrate(train: ImageData, test: ImageData, n: int = 10_000, seed: int = 0)
     rows = {}
     for name, images in candidates.items():
         q = sample_quality(images, real, classifier)
-        rows[name] = {k: q[k] for k in ("fd", "precision", "recall", "is_mean", "is_std")}
+        rows[name] = {k: q[k] for k in ("fd", "precision", "recall", "density", "coverage", "is_mean", "is_std")}
     return {"n": n, "seed": seed, "reference": f"test split, first {n} images", "features_sha256": meta["sha256"], "rows": rows}
 
 

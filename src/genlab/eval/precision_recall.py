@@ -1,4 +1,5 @@
-"""Improved precision and recall (Kynkaanniemi et al. 2019): k-NN balls as the support of each set."""
+"""Improved precision and recall (Kynkaanniemi et al. 2019) and density and coverage (Naeem et al. 2020),
+all from k-NN balls around feature vectors."""
 
 from __future__ import annotations
 
@@ -30,3 +31,18 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, flo
     precision = coverage_of(fake, real, knn_radii(real, k))
     recall = coverage_of(real, fake, knn_radii(fake, k))
     return precision, recall
+
+
+def density_coverage(real: Tensor, fake: Tensor, k: int = 5, chunk: int = 1024) -> tuple[float, float]:
+    """Density: mean count of real k-NN balls holding each fake, over k (about 1 when the sets match;
+    outliers in the real set cannot inflate it as they do precision). Coverage: share of real balls
+    that hold at least one fake."""
+    real, fake = real.double(), fake.double()
+    radii = knn_radii(real, k)
+    counts = torch.zeros(len(fake), dtype=torch.float64)
+    covered = torch.zeros(len(real), dtype=torch.bool)
+    for i in range(0, len(fake), chunk):
+        inside = torch.cdist(fake[i : i + chunk], real) <= radii[None, :]  # (fakes, reals)
+        counts[i : i + chunk] = inside.sum(1).double()
+        covered |= inside.any(0)
+    return (counts.mean() / k).item(), covered.double().mean().item()
