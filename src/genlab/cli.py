@@ -73,6 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
         return 130 if result.reason == "interrupted" else 0
     figures = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items() if k != "images_per_s")
+    figures = figures or f"nothing logged yet (train.log_every={config.train.log_every})"
     print(
         f"genlab: {config.family} stopped ({result.reason}) at step {result.step}, "
         f"epoch {result.epoch} after {wall:.0f}s; {figures}"
