@@ -61,6 +61,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     channels, size = model_shape(config)
     train_data, test_data = load_dataset(config.data, channels, size)
+    if world.distributed and t.nan_policy == "skip":
+        # A rank that skips its backward would leave the others waiting in DDP's all-reduce.
+        raise ConfigError('train.nan_policy = "skip" does not work under torchrun; use "stop" (the default)')
     steps_per_epoch = len(train_data) // (t.batch_size * world.size)
     if steps_per_epoch == 0:
         raise ConfigError(
