@@ -92,14 +92,15 @@ def any_rank(flag: bool, world: World, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def gather_rng(world: World) -> list[Tensor]:
-    """Every rank's CPU RNG state, for an exact resume at the same world size."""
-    state = torch.get_rng_state()
+def gather_rng(world: World, device: torch.device) -> tuple[list[Tensor], list[Tensor]]:
+    """Every rank's CPU RNG state, and its GPU's, for an exact resume at the same world size."""
+    cpu = torch.get_rng_state()
+    gpu = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0, dtype=torch.uint8)
     if not world.distributed:
-        return [state]
+        return [cpu], [gpu]
     states: list = [None] * world.size
-    dist.all_gather_object(states, state)
-    return states
+    dist.all_gather_object(states, (cpu, gpu))
+    return [c for c, _ in states], [g for _, g in states]
 
 
 def check_identical(model: nn.Module, world: World) -> bool:

@@ -70,7 +70,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
             f"train.batch_size={t.batch_size} x {world.size} process(es) is larger than the "
             f"{len(train_data)} training images; lower it"
         )
-    model = sync_batchnorm(build_model(config.family, config.model), device).to(device)
+    model = build_model(config.family, config.model)
+    model = (sync_batchnorm(model, device) if world.distributed else model).to(device)
     optimizers = family.make_optimizers(model, config)
     schedulers = {k: torch.optim.lr_scheduler.ExponentialLR(o, t.lr_decay) for k, o in optimizers.items()}
     if world.main:
@@ -121,8 +122,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
 
     def save() -> None:
         check_finite()
-        state["rng"] = gather_rng(world)
-        state["cuda_rng"] = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
+        state["rng"], state["cuda_rng"] = gather_rng(world, device)
         state["optimizers"] = {k: o.state_dict() for k, o in optimizers.items()}
         state["schedulers"] = {k: s.state_dict() for k, s in schedulers.items()}
         state["scalers"] = {k: sc.state_dict() for k, sc in amp.scalers.items()}

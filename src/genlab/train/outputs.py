@@ -68,8 +68,9 @@ def restore(
     for k, s in schedulers.items():
         s.load_state_dict(state["schedulers"][k])
     torch.set_rng_state(state["rng"][world.rank])
-    if device.type == "cuda" and state.get("cuda_rng"):
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    gpu_states = state.get("cuda_rng") or []
+    if device.type == "cuda" and len(gpu_states) > world.rank and gpu_states[world.rank].numel():
+        torch.cuda.set_rng_state(gpu_states[world.rank], device)
     state["window"] = {k: v.to(device) for k, v in state["window"].items()}
     metrics = run_dir / "metrics.jsonl"
     if world.main and metrics.exists():
