@@ -88,6 +88,9 @@ def test_vae_reconstruct_and_interpolate(idx_data: Path, tmp_path: Path) -> None
     assert main(["interpolate", str(run), "--pairs", "2", "--steps", "5", "--out", str(tmp_path / "i.npy")]) == 0
     assert np.load(tmp_path / "i.npy").shape == (10, 1, 28, 28)
     assert main(["reconstruct", str(run), "--out", str(tmp_path / "r.gif")]) == 2
+    assert main(["sample", str(run), "--out", str(tmp_path / "new" / "folder" / "s.png")]) == 0  # folders are made
+    (tmp_path / "file").write_text("x")
+    assert main(["sample", str(run), "--out", str(tmp_path / "file" / "s.png")]) == 2  # one line, no traceback
 
 
 def test_same_seed_same_weights(idx_data: Path, tmp_path: Path) -> None:

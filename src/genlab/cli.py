@@ -1,4 +1,4 @@
-"""genlab command line: train, sample, reconstruct, interpolate."""
+"""genlab command line: train, sample, reconstruct, interpolate, eval, calibrate, classifier, bench."""
 
 from __future__ import annotations
 
@@ -124,16 +124,14 @@ def _vae_run(args: argparse.Namespace):
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from genlab.data import crop_to
     from genlab.io import save_images
-    from genlab.train.vae import prepare
+    from genlab.train.vae import beside_reconstructions
 
     config, model, state = _vae_run(args)
     device = next(model.parameters()).device
-    x = prepare(model, _test_images(config, args.n, device), config.data.binarize)
-    shown = x * 2 - 1 if model.config.decoder == "bernoulli" else x
-    pairs = torch.stack([shown, model.reconstruct(x)], dim=1).flatten(0, 1)  # original, reconstruction, ...
+    pairs = beside_reconstructions(model, _test_images(config, args.n, device), config.data.binarize)
     size = _output_size(state)
     out = save_images(args.out, crop_to(pairs, size) if size else pairs, nrow=8)
-    print(f"genlab: wrote {len(x)} test images beside their reconstructions to {out}")
+    print(f"genlab: wrote {len(pairs) // 2} test images beside their reconstructions to {out}")
     return 0
 
 
@@ -326,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genlab: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no (permissions, full disk, a file where a folder should be)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"genlab: error: {where}{e.strerror or e}; check the path and free space", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

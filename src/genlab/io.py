@@ -33,6 +33,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     A crash at any moment leaves either the old file or the new one, never a torn one.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions

@@ -90,11 +90,17 @@ def pictures(model: VanillaVAE, test: ImageData, noise: Tensor, device: torch.de
     model.eval()
     samples = model.to_image(model.decode(noise.to(device)))
     n = min(len(test), noise.shape[0] // 2)
-    x = prepare(model, test.images[:n].to(device), binarize)
-    shown = x * 2 - 1 if model.config.decoder == "bernoulli" else x
-    pairs = torch.stack([shown, model.reconstruct(x)], dim=1).flatten(0, 1)  # original, recon, original, ...
+    pairs = beside_reconstructions(model, test.images[:n].to(device), binarize)
     model.train()
     return [samples, pairs]
+
+
+@torch.no_grad()
+def beside_reconstructions(model: VanillaVAE, images: Tensor, binarize: bool) -> Tensor:
+    """uint8 test images -> (2N, C, H, W) in [-1, 1]: original, reconstruction, original, ..."""
+    x = prepare(model, images, binarize)
+    shown = x * 2 - 1 if model.config.decoder == "bernoulli" else x
+    return torch.stack([shown, model.reconstruct(x)], dim=1).flatten(0, 1)
 
 
 def health(means: dict[str, float], state: dict) -> None:
