@@ -18,8 +18,9 @@ from conftest import write_idx_dataset
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
     """(base URL, served folder) of a throwaway HTTP server holding a small IDX data set."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")  # a machine's proxy must not see loopback requests
     served = write_idx_dataset(tmp_path / "served", n_train=32, n_test=8)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     handler.log_message = lambda *args: None
