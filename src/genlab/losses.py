@@ -67,8 +67,9 @@ def vae_loss(
         recon = nll.mean() / d
     else:
         recon = F.mse_loss(recons, x)
-        with torch.no_grad():
-            nll = gaussian_nll(recons, x, decoder_variance(kld_weight, d))
+        # The batch-mean NLL follows from the MSE (mean ||x - x_hat||^2 = MSE * D): no second pass.
+        var = decoder_variance(kld_weight, d)
+        nll = recon.detach() * d / (2 * var) + 0.5 * d * math.log(2 * math.pi * var)
     kl_mean = kl.mean()
     if capacity is None:
         loss = recon + kld_weight * beta * kl_mean
@@ -78,7 +79,7 @@ def vae_loss(
         "loss": loss,
         "recon": recon.detach(),
         "kl": kl_mean.detach(),
-        "elbo": -(nll.detach() + kl.detach()).mean(),  # per image, nats; higher is better
+        "elbo": -(nll.detach().mean() + kl_mean.detach()),  # per image, nats; higher is better
     }
 
 

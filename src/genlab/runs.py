@@ -9,12 +9,11 @@ import torch
 from genlab import checkpoint as ckpt
 from genlab.config import RunConfig, from_dict
 from genlab.data import ImageData, load_dataset
+from genlab.errors import ConfigError
 from genlab.models import build_model
 
 
 def resolve_device(name: str) -> torch.device:
-    from genlab.errors import ConfigError
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -50,11 +50,10 @@ def gan_step(
     freeze_d = not isinstance(getattr(d, "_orig_mod", d), DistributedDataParallel)
 
     # 1. Generator: make D call the fakes real.
-    with amp.autocast():
-        fake = g(z)
     if freeze_d:
         d.requires_grad_(False)
     with amp.autocast():
+        fake = g(z)
         g_loss = gan_g_loss(d(fake, logits=loss.logits), loss.logits)
     update(opt_g, g_loss, skip_nonfinite, amp.scaler("opt_g"))
     if freeze_d:
