@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from genlab.losses import vae_loss
 from genlab.models import GAN, MODELS, Discriminator, Generator, VanillaVAE, build_model
-from genlab.models.layers import Upsample2x, set_subpixel
+from genlab.models.layers import Downsample2x, Upsample2x, set_fast_paths
 
 
 def n_params(m: nn.Module) -> int:
@@ -142,29 +143,60 @@ def test_vae_bernoulli_decoder_outputs_logits() -> None:
     assert s.min() >= -1 and s.max() <= 1
 
 
-@pytest.mark.parametrize("cin,cout,size", [(512, 256, 2), (16, 8, 8), (3, 5, 7)])
-def test_subpixel_upsample_equals_transposed_conv(cin: int, cout: int, size: int) -> None:
-    torch.manual_seed(0)
-    layer = Upsample2x(cin, cout)
-    ref = nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
-    ref.load_state_dict(layer.state_dict())
-    x = torch.randn(3, cin, size, size, requires_grad=True)
-    y_ref = ref(x)
-    layer.subpixel = True
+def _outputs_and_grads(layer: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    x = x.detach().requires_grad_(True)
     y = layer(x)
-    assert y.shape == (3, cout, 2 * size, 2 * size)
-    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
-    g = torch.autograd.grad(y.square().sum(), [x, layer.weight, layer.bias])
-    g_ref = torch.autograd.grad(y_ref.square().sum(), [x, ref.weight, ref.bias])
-    for a, b in zip(g, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # A loss whose gradient varies per pixel and channel, so that no term can cancel by symmetry.
+    loss = (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum() + y.square().sum()
+    return [y, *torch.autograd.grad(loss, [x, layer.weight, layer.bias])]
 
 
-def test_vae_state_dict_keys_match_plain_conv_transpose() -> None:
-    model = set_subpixel(VanillaVAE(1, 8, hidden_dims=(8, 16), image_size=16), True)
-    keys = set(model.state_dict())
-    assert "decoder.0.0.weight" in keys and "final_layer.0.weight" in keys
-    assert not any("phase_mixer" in k for k in keys)
+# 2x2 and 1x1 maps take the GEMM formulations, larger ones the direct kernel (+ bias outside it).
+@pytest.mark.parametrize("cin,cout,size", [(64, 48, 2), (16, 8, 1), (16, 8, 4), (3, 5, 7), (8, 4, 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_stride2_fast_paths_equal_direct_kernels(cin: int, cout: int, size: int, channels_last: bool) -> None:
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for layer, ref in (
+        (Downsample2x(cin, cout), nn.Conv2d(cin, cout, 3, stride=2, padding=1)),
+        (Upsample2x(cin, cout), nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)),
+    ):
+        ref.load_state_dict(layer.state_dict())
+        layer, ref = layer.to(memory_format=fmt), ref.to(memory_format=fmt)
+        x = torch.randn(3, cin, size, size).contiguous(memory_format=fmt)
+        got, want = _outputs_and_grads(layer, x), _outputs_and_grads(ref, x)
+        assert got[0].shape == want[0].shape
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_vae_fast_paths_train_like_the_direct_kernels() -> None:
+    torch.manual_seed(0)
+    fast = VanillaVAE(3, 16, image_size=64)
+    ref = set_fast_paths(VanillaVAE(3, 16, image_size=64), False)
+    ref.load_state_dict(fast.state_dict())
+    for m in ref.modules():
+        if isinstance(m, nn.LeakyReLU):
+            m.inplace = False  # the reference's activations
+    # Both channels-last, so that only the layer formulations differ (NHWC vs NCHW is tested apart).
+    fast, ref = fast.to(memory_format=torch.channels_last), ref.to(memory_format=torch.channels_last)
+    x = (torch.rand(4, 3, 64, 64) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    losses = []
+    for model in (fast, ref):
+        torch.manual_seed(1)
+        recons, _, mu, logvar = model(x)
+        loss = vae_loss(recons, x, mu, logvar, 0.00025)["loss"]
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-7)
+    for (name, a), b in zip(fast.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_vae_state_dict_keys_match_plain_convolutions() -> None:
+    keys = set(VanillaVAE(1, 8, hidden_dims=(8, 16), image_size=16).state_dict())
+    assert {"encoder.0.0.weight", "decoder.0.0.weight", "final_layer.0.weight", "final_layer.3.bias"} <= keys
+    assert all(k.endswith(("weight", "bias", "running_mean", "running_var", "num_batches_tracked")) for k in keys)
 
 
 def test_gan_wrapper_holds_config() -> None:

@@ -19,10 +19,12 @@ from PIL import Image
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from genlab.allocator import tune_cpu_allocator
 from genlab.config import GANLossConfig, VAELossConfig
 from genlab.data import ImageData, iterate_batches, to_float
 from genlab.losses import gan_d_loss
 from genlab.models import GAN, VanillaVAE
+from genlab.models.layers import set_fast_paths
 from genlab.train.common import Precision
 from genlab.train.gan import gan_step
 from genlab.train.vae import objective, vae_step
@@ -63,6 +65,15 @@ def flops_of(fn: Callable[[], Any]) -> int:
 
 
 # ---------------------------------------------------------------- the plain loops
+
+
+def reference_vae(device: torch.device) -> VanillaVAE:
+    """VanillaVAE as PyTorch-VAE computes it: direct convolution kernels, out-of-place LeakyReLU."""
+    model = set_fast_paths(VanillaVAE().to(device), False)
+    for m in model.modules():
+        if isinstance(m, nn.LeakyReLU):
+            m.inplace = False
+    return model
 
 
 def plain_vae_step(model: VanillaVAE, x: torch.Tensor, opt: torch.optim.Optimizer, kld_weight: float) -> float:
@@ -131,7 +142,7 @@ def bench_vae(
     torch.manual_seed(0)
     loss = VAELossConfig()
     x = torch.rand(batch_size, 3, 64, 64, device=device) * 2 - 1
-    plain = VanillaVAE().to(device)
+    plain = reference_vae(device)
     fast = VanillaVAE().to(device)
     fast.load_state_dict(plain.state_dict())
     plain_opt = torch.optim.Adam(plain.parameters(), lr=1e-4, foreach=False)
@@ -285,9 +296,11 @@ def bench_gan(device: torch.device, batch_size: int, steps: int, repeats: int, c
 
 def probe_memory(family: str, path: str, batch_size: int, device: torch.device, steps: int = 5) -> int:
     """Peak memory (bytes) of `steps` training steps of one path: CUDA allocator peak, or this process's peak RSS."""
+    if path == "genlab":
+        tune_cpu_allocator()
     torch.manual_seed(0)
     if family == "vae":
-        model = VanillaVAE().to(device)
+        model = reference_vae(device) if path == "plain" else VanillaVAE().to(device)
         x = torch.rand(batch_size, 3, 64, 64, device=device) * 2 - 1
         if path == "plain":
             opt = torch.optim.Adam(model.parameters(), lr=1e-4, foreach=False)
@@ -322,6 +335,7 @@ def peak_memory(family: str, batch_size: int, device: torch.device) -> dict[str,
     """{path: peak bytes}; on CPU each path runs in a fresh process so the peaks do not mix."""
     if device.type == "cuda":
         return {path: probe_memory(family, path, batch_size, device) for path in ("plain", "genlab")}
+    import os
     import subprocess
     import sys
 
@@ -329,7 +343,8 @@ def peak_memory(family: str, batch_size: int, device: torch.device) -> dict[str,
     for path in ("plain", "genlab"):
         call = f"probe_memory({family!r}, {path!r}, {batch_size}, torch.device('cpu'))"
         code = f"import torch; from genlab.bench import probe_memory; print({call})"
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        env = {**os.environ, "GENLAB_MALLOC": "default" if path == "plain" else ""}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
         out[path] = int(done.stdout.strip().splitlines()[-1])
     return out
 
@@ -348,10 +363,36 @@ def summarise(results: dict[str, Any], rate: float) -> dict[str, Any]:
                 "share_of_matmul_rate": ips * r["flops_per_image"] / rate,
             }
         row["speedup"] = plain / fast
+        if "plain_same_allocator" in r:
+            row["speedup_same_allocator"] = statistics.median(r["plain_same_allocator"]) / fast
         if "loss_rel_error" in r:
             row["loss_rel_error"] = r["loss_rel_error"]
         out[name] = row
     return out
+
+
+def raw_bench(
+    family: str, device: torch.device, batch_size: int, steps: int, repeats: int, channels_last: bool, compile: bool
+) -> dict[str, Any]:
+    if family == "vae":
+        return bench_vae(device, batch_size, steps, repeats, channels_last, compile)
+    return bench_gan(device, batch_size, steps, repeats, compile)
+
+
+def plain_in_default_process(family: str, batch_size: int, steps: int, repeats: int) -> dict[str, list[float]]:
+    """{workload: seconds per step} of the plain loops in a fresh process with glibc's default malloc:
+    the reference as its users run it (this process has genlab's allocator setting)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    call = f"raw_bench({family!r}, torch.device('cpu'), {batch_size}, {steps}, {repeats}, False, False)"
+    code = f"import json, torch; from genlab.bench import raw_bench; print(json.dumps({call}))"
+    env = {**os.environ, "GENLAB_MALLOC": "default"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    raw = json.loads(done.stdout.strip().splitlines()[-1])
+    return {name: row["plain"] for name, row in raw.items()}
 
 
 def run_bench(
@@ -363,11 +404,14 @@ def run_bench(
     channels_last: bool = True,
     compile: bool = False,
 ) -> dict[str, Any]:
+    tuned = device.type == "cpu" and tune_cpu_allocator()
     rate = matmul_rate(device)
-    if family == "vae":
-        raw = bench_vae(device, batch_size, steps, repeats, channels_last, compile)
-    else:
-        raw = bench_gan(device, batch_size, steps, repeats, compile)
+    raw = raw_bench(family, device, batch_size, steps, repeats, channels_last, compile)
+    if tuned:
+        # Ratios are against the reference as users run it; the same-allocator ratio is kept beside them.
+        default = plain_in_default_process(family, batch_size, steps, repeats)
+        for name, row in raw.items():
+            row["plain_same_allocator"], row["plain"] = row["plain"], default[name]
     memory = peak_memory(family, batch_size, device)
     return {
         "family": family,
@@ -378,6 +422,7 @@ def run_bench(
         "matmul_gflops": rate / 1e9,
         "repeats": repeats,
         "steps": steps,
+        "allocator": "genlab (glibc mallopt) vs default for the plain loop" if tuned else "default for both",
         "options": {"channels_last": channels_last, "compile": compile, "batch_size": batch_size},
         "workloads": summarise(raw, rate),
     }
@@ -388,8 +433,9 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{result['family']} on {result['device']} ({result['threads']} threads, torch {result['torch']}), "
         f"matmul {result['matmul_gflops']:.0f} GFLOP/s; medians of {result['repeats']} x {result['steps']} steps",
         f"{'workload':<18}{'batch':>6}{'MFLOP/img':>10}{'plain img/s':>13}{'genlab img/s':>14}"
-        f"{'ms/step':>9}{'share':>7}{'speedup':>9}",
+        f"{'ms/step':>9}{'share':>7}{'speedup':>9}{'same alloc.':>12}",
     ]
+    lines.insert(1, f"allocator: {result.get('allocator', 'default for both')}")
     mem = result.get("peak_memory_bytes")
     if mem:
         what = "peak CUDA memory" if result["device"].startswith("cuda") else "peak RSS of a process running the train step"
@@ -399,6 +445,7 @@ def format_bench(result: dict[str, Any]) -> str:
         lines.append(
             f"{name:<18}{r['batch']:>6}{r['flops_per_image'] / 1e6:>10.1f}{p['images_per_s']:>13.0f}{g['images_per_s']:>14.0f}"
             f"{g['ms_per_step']:>9.2f}{g['share_of_matmul_rate']:>7.0%}{r['speedup']:>8.2f}x"
+            + (f"{r['speedup_same_allocator']:>11.2f}x" if "speedup_same_allocator" in r else "")
             + (f"  (loss rel. error vs fp32 {r['loss_rel_error']:.1e})" if "loss_rel_error" in r else "")
         )
     return "\n".join(lines)

@@ -315,7 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from genlab.allocator import tune_cpu_allocator
+
     args = build_parser().parse_args(argv)
+    tune_cpu_allocator()
     try:
         return args.func(args)
     except GenlabError as e:

@@ -1,4 +1,12 @@
-"""Layers shared by the models."""
+"""The stride-2 convolutions of the VAE, with a GEMM formulation for small feature maps.
+
+Both layers are nn.Conv2d / nn.ConvTranspose2d with the reference's parameters and state_dict
+keys. On a small map (the 2x2 bottom of the notes' 64x64 VAE) oneDNN's direct kernels ran at
+~110 GFLOP/s on 2 AVX-512 cores while the same arithmetic as one matrix product ran at ~250
+(forward + backward, batch 64, torch 2.13), so there they compute the identical function as
+im2col + GEMM (encoder) and GEMM + col2im (decoder). Outputs and gradients agree with the direct
+kernels to float rounding (tested); `set_fast_paths(model, False)` gives back the direct kernels.
+"""
 
 from __future__ import annotations
 
@@ -6,64 +14,77 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The GEMM path is taken when the low-resolution side of the layer has at most this many pixels
+# per image: measured faster at 2x2, slower from 4x4 up (see the module docstring).
+GEMM_MAX_PIXELS = 4
 
-def _phase_mixer() -> Tensor:
-    """(9, 16) 0/1 matrix taking the 3x3 transposed kernel to the 2x2 kernels of the 4 output phases.
 
-    Along one axis, y[2m] = x[m] w[1] and y[2m+1] = x[m] w[2] + x[m+1] w[0]: phase a reads input
-    offset d through tap TAP[a][d] (None: no tap). Column order is (a, b, dh, dw).
-    """
-    tap = ((1, None), (2, 0))
-    mix = torch.zeros(9, 16)
-    for a in range(2):
-        for b in range(2):
-            for dh in range(2):
-                for dw in range(2):
-                    if tap[a][dh] is not None and tap[b][dw] is not None:
-                        mix[tap[a][dh] * 3 + tap[b][dw], a * 8 + b * 4 + dh * 2 + dw] = 1.0
-    return mix
+def conv3x3s2_gemm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """conv2d(x, weight, bias, stride=2, padding=1) for a 3x3 kernel, as im2col over NHWC + one GEMM."""
+    n, c, h, w = x.shape
+    ho, wo = (h + 1) // 2, (w + 1) // 2
+    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (N, H+2, W+2, C)
+    windows = padded.unfold(1, 3, 2).unfold(2, 3, 2)  # (N, Ho, Wo, C, 3, 3), a view
+    cols = windows.permute(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, 9 * c)  # rows: pixels; (kh, kw, c)
+    # (out, kh, kw, in): a free view of a channels-last weight.
+    wmat = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 9 * c)
+    y = cols @ wmat.t() if bias is None else torch.addmm(bias.to(cols.dtype), cols, wmat.t().to(cols.dtype))
+    return y.view(n, ho, wo, -1).permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
+
+
+def conv_transpose3x3s2_gemm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """conv_transpose2d(x, weight, bias, stride=2, padding=1, output_padding=1), as one GEMM + col2im."""
+    n, cin, h, w = x.shape
+    cout = weight.shape[1]
+    rows = x.permute(0, 2, 3, 1).reshape(n * h * w, cin)
+    cols = rows @ weight.reshape(cin, cout * 9).to(rows.dtype)  # each input pixel's 3x3 footprint
+    cols = cols.view(n, h * w, cout * 9).transpose(1, 2)  # (N, cout*9, L), fold's layout
+    y = F.fold(cols, (2 * h, 2 * w), kernel_size=3, padding=1, stride=2)
+    if bias is not None:
+        y = y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
+    return y.contiguous(memory_format=torch.channels_last)
+
+
+def _on_cpu(layer: Downsample2x | Upsample2x, x: Tensor) -> bool:
+    return layer.fast_paths and x.device.type == "cpu" and x.dim() == 4
+
+
+class Downsample2x(nn.Conv2d):
+    """Conv2d(k=3, s=2, p=1) of the encoder blocks: halves H and W (rounding up odd sizes)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=3, stride=2, padding=1)
+        self.fast_paths = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        if _on_cpu(self, x) and ((x.shape[-2] + 1) // 2) * ((x.shape[-1] + 1) // 2) <= GEMM_MAX_PIXELS:
+            return conv3x3s2_gemm(x, self.weight, self.bias)
+        return super().forward(x)
 
 
 class Upsample2x(nn.ConvTranspose2d):
-    """ConvTranspose2d(k=3, s=2, p=1, output_padding=1): doubles H and W, as the reference decoder.
+    """ConvTranspose2d(k=3, s=2, p=1, output_padding=1) of the decoder: exactly doubles H and W."""
 
-    Same parameters and state_dict keys as nn.ConvTranspose2d. With ``subpixel=True`` it computes
-    the identical function as one stride-1 2x2 convolution into 4x the channels followed by
-    pixel_shuffle (Shi et al. 2016); outputs and gradients agree to float rounding (tested). It is
-    off by default: on torch 2.13's oneDNN CPU kernels it measured 1.4-2.3x slower per layer
-    (forward + backward, batch 64) than the transposed kernel; `genlab bench` re-measures it.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, subpixel: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1)
-        self.subpixel = subpixel
-        self.register_buffer("phase_mixer", _phase_mixer(), persistent=False)
-
-    def subpixel_weight(self) -> tuple[Tensor, Tensor | None]:
-        """The (4*out, in, 2, 2) kernel and bias of the equivalent sub-pixel convolution."""
-        cin, cout = self.in_channels, self.out_channels
-        # A matmul with a fixed 0/1 matrix, not fancy indexing: its backward is a matmul too.
-        k = self.weight.reshape(cin, cout, 9) @ self.phase_mixer.to(self.weight.dtype)  # (in, out, 16)
-        k = k.view(cin, cout, 2, 2, 2, 2).permute(1, 2, 3, 0, 4, 5).reshape(cout * 4, cin, 2, 2)
-        bias = None if self.bias is None else self.bias.repeat_interleave(4)
-        return k, bias
+        self.fast_paths = True
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
-        if not self.subpixel or output_size is not None:
+        if output_size is not None or not _on_cpu(self, x):
             return super().forward(x, output_size)
-        k, bias = self.subpixel_weight()
-        # Pad right/bottom by one: the odd output phase reads x[m+1], zero past the edge.
-        y = F.conv2d(F.pad(x, (0, 1, 0, 1)), k, bias)  # (B, 4*out, H, W), channel = c*4 + a*2 + b
-        return F.pixel_shuffle(y, 2)  # (B, out, 2H, 2W)
+        if x.shape[-2] * x.shape[-1] <= GEMM_MAX_PIXELS:
+            return conv_transpose3x3s2_gemm(x, self.weight, self.bias)
+        if self.bias is None:
+            return super().forward(x)
+        # The bias is added outside the kernel: oneDNN's transposed-conv backward spent 15 ms of a
+        # 25 ms layer (64x32x64x64 output) on the bias gradient, a sum that autograd's add does in 1.
+        y = F.conv_transpose2d(x, self.weight, None, self.stride, self.padding, self.output_padding)
+        return y.add_(self.bias.to(y.dtype).view(1, -1, 1, 1))
 
 
-def upsample2x(in_channels: int, out_channels: int) -> Upsample2x:
-    return Upsample2x(in_channels, out_channels)
-
-
-def set_subpixel(model: nn.Module, enabled: bool) -> nn.Module:
-    """Switch every Upsample2x in model between the sub-pixel and the plain transposed kernel."""
+def set_fast_paths(model: nn.Module, enabled: bool) -> nn.Module:
+    """Switch every stride-2 layer of model between genlab's CPU formulations and the direct kernels."""
     for m in model.modules():
-        if isinstance(m, Upsample2x):
-            m.subpixel = enabled
+        if isinstance(m, (Downsample2x, Upsample2x)):
+            m.fast_paths = enabled
     return model

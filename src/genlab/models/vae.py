@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from genlab.models.layers import upsample2x
+from genlab.models.layers import Downsample2x, Upsample2x
 
 DEFAULT_HIDDEN_DIMS = (32, 64, 128, 256, 512)
 
@@ -51,15 +51,15 @@ class VAEConfig:
 def _down_block(in_channels: int, out_channels: int) -> nn.Sequential:
     # Listing 1: Conv(k3, s2, p1) halves H and W (rounding down), then BN and LeakyReLU(0.01).
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1),
+        Downsample2x(in_channels, out_channels),
         nn.BatchNorm2d(out_channels),
-        nn.LeakyReLU(),
+        nn.LeakyReLU(inplace=True),  # BatchNorm keeps its input for backward, not its output
     )
 
 
 def _up_block(in_channels: int, out_channels: int) -> nn.Sequential:
     # ConvTranspose(k3, s2, p1, output_padding=1) exactly doubles H and W.
-    return nn.Sequential(upsample2x(in_channels, out_channels), nn.BatchNorm2d(out_channels), nn.LeakyReLU())
+    return nn.Sequential(Upsample2x(in_channels, out_channels), nn.BatchNorm2d(out_channels), nn.LeakyReLU(inplace=True))
 
 
 class VanillaVAE(nn.Module):
