@@ -37,8 +37,11 @@ def conv_transpose3x3s2_gemm(x: Tensor, weight: Tensor, bias: Tensor | None) -> 
     n, cin, h, w = x.shape
     cout = weight.shape[1]
     rows = x.permute(0, 2, 3, 1).reshape(n * h * w, cin)
-    cols = rows @ weight.reshape(cin, cout * 9).to(rows.dtype)  # each input pixel's 3x3 footprint
-    cols = cols.view(n, h * w, cout * 9).transpose(1, 2)  # (N, cout*9, L), fold's layout
+    # (in, kh, kw, out): a free view of a channels-last weight, unlike fold's (in, out, kh, kw).
+    wmat = weight.permute(0, 2, 3, 1).reshape(cin, 9 * cout).to(rows.dtype)
+    cols = rows @ wmat  # each input pixel's 3x3 footprint
+    # Reordered here (the smaller tensor at the 2x2 bottom) to fold's (N, out*kh*kw, L).
+    cols = cols.view(n, h * w, 9, cout).permute(0, 3, 2, 1).reshape(n, cout * 9, h * w)
     y = F.fold(cols, (2 * h, 2 * w), kernel_size=3, padding=1, stride=2)
     if bias is not None:
         y = y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
@@ -49,6 +52,12 @@ def _on_cpu(layer: Downsample2x | Upsample2x, x: Tensor) -> bool:
     return layer.fast_paths and x.device.type == "cpu" and x.dim() == 4
 
 
+def _gemm_ok(x: Tensor, low_res_pixels: int) -> bool:
+    # Not under torch.compile: inductor (torch 2.13, CPU) corrupted the heap on the fold path
+    # ("malloc_consolidate(): invalid chunk size"), and it fuses around the direct kernels anyway.
+    return low_res_pixels <= GEMM_MAX_PIXELS and not torch.compiler.is_compiling()
+
+
 class Downsample2x(nn.Conv2d):
     """Conv2d(k=3, s=2, p=1) of the encoder blocks: halves H and W (rounding up odd sizes)."""
 
@@ -57,7 +66,7 @@ class Downsample2x(nn.Conv2d):
         self.fast_paths = True
 
     def forward(self, x: Tensor) -> Tensor:
-        if _on_cpu(self, x) and ((x.shape[-2] + 1) // 2) * ((x.shape[-1] + 1) // 2) <= GEMM_MAX_PIXELS:
+        if _on_cpu(self, x) and _gemm_ok(x, ((x.shape[-2] + 1) // 2) * ((x.shape[-1] + 1) // 2)):
             return conv3x3s2_gemm(x, self.weight, self.bias)
         return super().forward(x)
 
@@ -72,7 +81,7 @@ class Upsample2x(nn.ConvTranspose2d):
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
         if output_size is not None or not _on_cpu(self, x):
             return super().forward(x, output_size)
-        if x.shape[-2] * x.shape[-1] <= GEMM_MAX_PIXELS:
+        if _gemm_ok(x, x.shape[-2] * x.shape[-1]):
             return conv_transpose3x3s2_gemm(x, self.weight, self.bias)
         if self.bias is None:
             return super().forward(x)

@@ -62,6 +62,13 @@ def _up_block(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(Upsample2x(in_channels, out_channels), nn.BatchNorm2d(out_channels), nn.LeakyReLU(inplace=True))
 
 
+@torch.compiler.disable
+def standard_normal(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """N(0, I) noise shaped like `like`, drawn eagerly even inside torch.compile: inductor's own
+    random stream would make compiled training differ from eager and break exact resume."""
+    return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=generator)
+
+
 class VanillaVAE(nn.Module):
     """Conv VAE of the notes: diagonal-Gaussian q(z|x), N(0, I) prior, Tanh decoder in [-1, 1]."""
 
@@ -107,7 +114,7 @@ class VanillaVAE(nn.Module):
     def reparameterize(self, mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I): Listing 2, differentiable in mu and logvar."""
         std = torch.exp(0.5 * logvar)
-        eps = torch.randn(std.shape, dtype=std.dtype, device=std.device, generator=generator)
+        eps = standard_normal(std, generator)
         return eps * std + mu
 
     def decode(self, z: Tensor) -> Tensor:
