@@ -154,3 +154,13 @@ def test_allocator_setting_reuses_large_blocks_and_can_be_declined() -> None:
     assert (tuned, declined) == ("True", "False")
     # Default glibc maps each 32 MiB tensor afresh: >= 8192 page faults apiece; reused blocks fault ~never.
     assert faults_default > 5 * 4096 and faults_tuned < faults_default / 10, (faults_tuned, faults_default)
+
+
+def test_compile_without_a_cpp_compiler_is_one_line(
+    idx_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++ / clang++ to be found
+    monkeypatch.delenv("CXX", raising=False)
+    assert main(train_args("gan", idx_data, tmp_path / "run", "--max-steps", "1", "--set", "train.compile=true")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("genlab: error: train.compile=true on CPU needs a C++ compiler")

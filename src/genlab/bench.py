@@ -219,7 +219,7 @@ def bench_gan(device: torch.device, batch_size: int, steps: int, repeats: int, c
     if compile:
         from genlab.train.loop import compile_engine
 
-        engine = compile_engine(fast)
+        engine = compile_engine(fast, device)
     results: dict[str, Any] = {
         "train": {
             "plain": timed(lambda: plain_gan_step(plain, x, p_g, p_d), device, steps, repeats),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -10,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
+
+from genlab.errors import ConfigError
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,8 +62,12 @@ def update(opt: Optimizer, loss: Tensor, skip_nonfinite: bool = False, scaler: t
     scaler.update()
 
 
-def compile_engine(engine):
+def compile_engine(engine, device: torch.device):
     """torch.compile what the step drives: the VAE, or G and D separately (the GAN step calls each)."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++") if c):
+        # Inductor writes C++ for CPU; without a compiler it fails deep inside the first step.
+        raise ConfigError("train.compile=true on CPU needs a C++ compiler (g++ or clang++ on PATH, or CXX); "
+                          "install one or set train.compile=false")
     if isinstance(engine, torch.nn.Module) and not hasattr(engine, "generator"):
         return torch.compile(engine)
     return SimpleNamespace(

@@ -95,7 +95,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
         train_data.images = train_data.images.to(device)  # small data sets live on the GPU: no copies per step
     engine = dist_wrap(config.family, model, device) if world.distributed else model
     if t.compile:
-        engine = compile_engine(engine)
+        engine = compile_engine(engine, device)
     state["original_size"] = list(getattr(train_data, "original_size", (size, size)))
     noise = torch.randn(t.num_samples, config.model.latent_dim, generator=torch.Generator().manual_seed(t.seed))
     total = min(t.epochs * steps_per_epoch, t.max_steps or math.inf)
