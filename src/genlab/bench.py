@@ -331,21 +331,26 @@ def probe_memory(family: str, path: str, batch_size: int, device: torch.device, 
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
-def peak_memory(family: str, batch_size: int, device: torch.device) -> dict[str, int]:
-    """{path: peak bytes}; on CPU each path runs in a fresh process so the peaks do not mix."""
-    if device.type == "cuda":
-        return {path: probe_memory(family, path, batch_size, device) for path in ("plain", "genlab")}
+def in_fresh_process(expression: str, default_malloc: bool) -> str:
+    """The printed value of a genlab.bench expression evaluated in a new Python process."""
     import os
     import subprocess
     import sys
 
+    code = f"import json, torch; from genlab.bench import probe_memory, raw_bench; print({expression})"
+    env = {**os.environ, "GENLAB_MALLOC": "default" if default_malloc else ""}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def peak_memory(family: str, batch_size: int, device: torch.device) -> dict[str, int]:
+    """{path: peak bytes}; on CPU each path runs in a fresh process so the peaks do not mix."""
+    if device.type == "cuda":
+        return {path: probe_memory(family, path, batch_size, device) for path in ("plain", "genlab")}
     out = {}
     for path in ("plain", "genlab"):
         call = f"probe_memory({family!r}, {path!r}, {batch_size}, torch.device('cpu'))"
-        code = f"import torch; from genlab.bench import probe_memory; print({call})"
-        env = {**os.environ, "GENLAB_MALLOC": "default" if path == "plain" else ""}
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-        out[path] = int(done.stdout.strip().splitlines()[-1])
+        out[path] = int(in_fresh_process(call, default_malloc=path == "plain"))
     return out
 
 
@@ -383,15 +388,9 @@ def plain_in_default_process(family: str, batch_size: int, steps: int, repeats: 
     """{workload: seconds per step} of the plain loops in a fresh process with glibc's default malloc:
     the reference as its users run it (this process has genlab's allocator setting)."""
     import json
-    import os
-    import subprocess
-    import sys
 
-    call = f"raw_bench({family!r}, torch.device('cpu'), {batch_size}, {steps}, {repeats}, False, False)"
-    code = f"import json, torch; from genlab.bench import raw_bench; print(json.dumps({call}))"
-    env = {**os.environ, "GENLAB_MALLOC": "default"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    raw = json.loads(done.stdout.strip().splitlines()[-1])
+    call = f"json.dumps(raw_bench({family!r}, torch.device('cpu'), {batch_size}, {steps}, {repeats}, False, False))"
+    raw = json.loads(in_fresh_process(call, default_malloc=True))
     return {name: row["plain"] for name, row in raw.items()}
 
 
