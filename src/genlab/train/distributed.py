@@ -7,6 +7,7 @@ rank 0 writes files.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -51,7 +52,10 @@ def setup(device: torch.device) -> tuple[World, torch.device]:
 
 
 def cleanup(world: World) -> None:
+    """Leave the process group together: every rank frees its DDP wrappers, then waits for the rest."""
     if world.distributed and dist.is_initialized():
+        gc.collect()  # DDP's hooks form reference cycles
+        dist.barrier()
         dist.destroy_process_group()
 
 

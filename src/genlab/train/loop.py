@@ -207,6 +207,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
                 {"step": state["step"], "epoch": state["epoch"], "world_size": world.size, "ranks_identical": identical}
             )
         out_files.close()
+    # DDP holds the process group: freed here, on every rank, before the group is destroyed (a rank
+    # that freed it only on returning, after the other had exited, hung in gloo's teardown).
+    del engine
     dist_cleanup(world)
     if not identical:
         raise GenlabError("ranks ended with different weights; report this with the command that ran")
