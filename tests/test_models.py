@@ -6,7 +6,7 @@ from torch import nn
 
 from genlab.losses import vae_loss
 from genlab.models import GAN, MODELS, Discriminator, Generator, VanillaVAE, build_model
-from genlab.models.layers import Downsample2x, Upsample2x, set_fast_paths
+from genlab.models.layers import Downsample2x, ToImage2d, Upsample2x, set_fast_paths
 
 
 def n_params(m: nn.Module) -> int:
@@ -143,12 +143,12 @@ def test_vae_bernoulli_decoder_outputs_logits() -> None:
     assert s.min() >= -1 and s.max() <= 1
 
 
-def _outputs_and_grads(layer: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def _outputs_and_grads(layer: nn.Module, x: torch.Tensor, params: list | None = None) -> list[torch.Tensor]:
     x = x.detach().requires_grad_(True)
     y = layer(x)
     # A loss whose gradient varies per pixel and channel, so that no term can cancel by symmetry.
     loss = (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum() + y.square().sum()
-    return [y, *torch.autograd.grad(loss, [x, layer.weight, layer.bias])]
+    return [y, *torch.autograd.grad(loss, [x, *(params or [layer.weight, layer.bias])])]
 
 
 # 2x2 and 1x1 maps take the GEMM formulations, larger ones the direct kernel (+ bias outside it).
@@ -168,6 +168,27 @@ def test_stride2_fast_paths_equal_direct_kernels(cin: int, cout: int, size: int,
         assert got[0].shape == want[0].shape
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+# Up to 4 output channels the GEMM + shifted-adds forward and the transposed weight gradient; 5 the direct kernel.
+@pytest.mark.parametrize("cin,cout,height,width", [(32, 3, 16, 16), (8, 1, 7, 9), (5, 2, 1, 1), (6, 4, 2, 3), (4, 5, 6, 6)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_to_image_conv_equals_the_direct_kernel(
+    cin: int, cout: int, height: int, width: int, channels_last: bool, bias: bool
+) -> None:
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    layer, ref = ToImage2d(cin, cout), nn.Conv2d(cin, cout, 3, padding=1)
+    if not bias:
+        layer.bias = ref.bias = None
+    ref.load_state_dict(layer.state_dict())
+    layer, ref = layer.to(memory_format=fmt), ref.to(memory_format=fmt)
+    x = torch.randn(3, cin, height, width).contiguous(memory_format=fmt)
+    params = lambda m: [m.weight] + ([m.bias] if bias else [])  # noqa: E731
+    for a, b in zip(_outputs_and_grads(layer, x, params(layer)), _outputs_and_grads(ref, x, params(ref))):
+        # Sums of hundreds of products in another order: float rounding relative to their scale.
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.detach().abs().max().item())
 
 
 def test_vae_fast_paths_train_like_the_direct_kernels() -> None:

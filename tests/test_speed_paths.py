@@ -16,6 +16,7 @@ from genlab.cli import main
 from genlab.config import GANLossConfig, VAELossConfig
 from genlab.losses import vae_loss
 from genlab.models import GAN, VanillaVAE
+from genlab.models.layers import set_fused_norm_act
 from genlab.train.gan import gan_step
 from genlab.train.vae import vae_step
 
@@ -156,11 +157,53 @@ def test_allocator_setting_reuses_large_blocks_and_can_be_declined() -> None:
     assert faults_default > 5 * 4096 and faults_tuned < faults_default / 10, (faults_tuned, faults_default)
 
 
+@pytest.mark.parametrize("family,option", [("gan", "train.compile"), ("vae", "train.fuse_norm_act")])
 def test_compile_without_a_cpp_compiler_is_one_line(
-    idx_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    family: str, option: str, idx_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no g++ / clang++ to be found
     monkeypatch.delenv("CXX", raising=False)
-    assert main(train_args("gan", idx_data, tmp_path / "run", "--max-steps", "1", "--set", "train.compile=true")) == 2
+    assert main(train_args(family, idx_data, tmp_path / "run", "--max-steps", "1", "--set", f"{option}=true")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("genlab: error: train.compile=true on CPU needs a C++ compiler")
+    assert err[-1].startswith(f"genlab: error: {option}=true on CPU needs a C++ compiler")
+
+
+def test_fused_norm_act_step_matches_eager() -> None:
+    torch.manual_seed(0)
+    eager = VanillaVAE(3, 4, hidden_dims=(8, 16), image_size=16)
+    fused = VanillaVAE(3, 4, hidden_dims=(8, 16), image_size=16)
+    fused.load_state_dict(eager.state_dict())
+    set_fused_norm_act(fused, True)
+    x = (torch.rand(12, 3, 16, 16) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    losses = []
+    for model in (eager, fused.to(memory_format=torch.channels_last)):
+        torch.manual_seed(5)
+        recons, _, mu, logvar = model(x)
+        loss = vae_loss(recons, x, mu, logvar, 0.00025)["loss"]
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, a), b in zip(eager.named_parameters(), fused.parameters()):
+        if not FEEDS_BATCHNORM.fullmatch(name):  # those have true gradient 0: both float noise
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4 * float(a.grad.abs().max()), msg=name)
+    for (name, a), b in zip(eager.named_buffers(), fused.buffers()):  # running statistics, batches counted
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_fused_norm_act_option_runs_the_compiled_kernels(idx_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genlab.models import layers
+
+    compiled = layers._fused_norm_act()
+    calls = []
+    monkeypatch.setattr(layers, "_fused_norm_act", lambda: calls.append(1) or compiled)
+    assert main(train_args("vae", idx_data, tmp_path / "eager", "--max-steps", "3")) == 0
+    assert not calls
+    assert main(train_args("vae", idx_data, tmp_path / "fused", "--max-steps", "3", "--set", "train.fuse_norm_act=true")) == 0
+    assert len(calls) == 3 * 4  # 3 steps x 4 BatchNorm2d + LeakyReLU pairs (2 encoder, 1 decoder, 1 final)
+    rows = [json.loads((tmp_path / r / "metrics.jsonl").read_text().splitlines()[0]) for r in ("eager", "fused")]
+    assert rows[1]["loss"] == pytest.approx(rows[0]["loss"], rel=1e-4)
+
+
+def test_fused_norm_act_is_refused_for_the_gan(idx_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(train_args("gan", idx_data, tmp_path / "run", "--max-steps", "1", "--set", "train.fuse_norm_act=true")) == 2
+    assert "the GAN has none: set it false" in capsys.readouterr().err.strip().splitlines()[-1]

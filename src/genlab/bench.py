@@ -24,8 +24,8 @@ from genlab.config import GANLossConfig, VAELossConfig
 from genlab.data import ImageData, iterate_batches, to_float
 from genlab.losses import gan_d_loss
 from genlab.models import GAN, VanillaVAE
-from genlab.models.layers import set_fast_paths
-from genlab.train.common import Precision
+from genlab.models.layers import set_fast_paths, set_fused_norm_act
+from genlab.train.common import Precision, require_cpp_compiler
 from genlab.train.gan import gan_step
 from genlab.train.vae import objective, vae_step
 
@@ -137,7 +137,13 @@ def bf16_loss_error(loss_fn: Callable[[nn.Module], torch.Tensor], model: nn.Modu
 
 
 def bench_vae(
-    device: torch.device, batch_size: int, steps: int, repeats: int, channels_last: bool, compile: bool = False
+    device: torch.device,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    channels_last: bool,
+    compile: bool = False,
+    fused: bool = False,
 ) -> dict[str, Any]:
     torch.manual_seed(0)
     loss = VAELossConfig()
@@ -161,6 +167,16 @@ def bench_vae(
             "batch": batch_size,
         }
     }
+    if fused:  # the opt-in train.fuse_norm_act; compiled in the warm-up steps
+        fuse = VanillaVAE().to(device)
+        fuse.load_state_dict(plain.state_dict())
+        fuse = set_fused_norm_act(fuse.to(memory_format=torch.channels_last) if channels_last else fuse, True)
+        fuse_opt = {"opt": torch.optim.Adam(fuse.parameters(), lr=1e-4, fused=True)}
+        results["train_fused"] = {
+            **results["train"],
+            "plain_of": "train",  # the same plain loop; not timed again in a default-allocator process
+            "genlab": timed(lambda: vae_step(fuse, fx, fuse_opt, loss, 0), device, steps, repeats),
+        }
     amp = Precision(device.type, torch.bfloat16)
     half = VanillaVAE().to(device)
     half.load_state_dict(plain.state_dict())
@@ -377,10 +393,17 @@ def summarise(results: dict[str, Any], rate: float) -> dict[str, Any]:
 
 
 def raw_bench(
-    family: str, device: torch.device, batch_size: int, steps: int, repeats: int, channels_last: bool, compile: bool
+    family: str,
+    device: torch.device,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    channels_last: bool,
+    compile: bool,
+    fused: bool = False,
 ) -> dict[str, Any]:
     if family == "vae":
-        return bench_vae(device, batch_size, steps, repeats, channels_last, compile)
+        return bench_vae(device, batch_size, steps, repeats, channels_last, compile, fused)
     return bench_gan(device, batch_size, steps, repeats, compile)
 
 
@@ -389,7 +412,7 @@ def plain_in_default_process(family: str, batch_size: int, steps: int, repeats: 
     the reference as its users run it (this process has genlab's allocator setting)."""
     import json
 
-    call = f"json.dumps(raw_bench({family!r}, torch.device('cpu'), {batch_size}, {steps}, {repeats}, False, False))"
+    call = f"json.dumps(raw_bench({family!r}, torch.device('cpu'), {batch_size}, {steps}, {repeats}, False, False, False))"
     raw = json.loads(in_fresh_process(call, default_malloc=True))
     return {name: row["plain"] for name, row in raw.items()}
 
@@ -402,15 +425,18 @@ def run_bench(
     repeats: int = 5,
     channels_last: bool = True,
     compile: bool = False,
+    fuse_norm_act: bool = False,
 ) -> dict[str, Any]:
+    if fuse_norm_act:
+        require_cpp_compiler("--fuse-norm-act", device, fix="leave the option out")
     tuned = device.type == "cpu" and tune_cpu_allocator()
     rate = matmul_rate(device)
-    raw = raw_bench(family, device, batch_size, steps, repeats, channels_last, compile)
+    raw = raw_bench(family, device, batch_size, steps, repeats, channels_last, compile, fuse_norm_act)
     if tuned:
         # Ratios are against the reference as users run it; the same-allocator ratio is kept beside them.
         default = plain_in_default_process(family, batch_size, steps, repeats)
         for name, row in raw.items():
-            row["plain_same_allocator"], row["plain"] = row["plain"], default[name]
+            row["plain_same_allocator"], row["plain"] = row["plain"], default[row.get("plain_of", name)]
     memory = peak_memory(family, batch_size, device)
     return {
         "family": family,
@@ -422,7 +448,12 @@ def run_bench(
         "repeats": repeats,
         "steps": steps,
         "allocator": "genlab (glibc mallopt) vs default for the plain loop" if tuned else "default for both",
-        "options": {"channels_last": channels_last, "compile": compile, "batch_size": batch_size},
+        "options": {
+            "channels_last": channels_last,
+            "compile": compile,
+            "fuse_norm_act": fuse_norm_act,
+            "batch_size": batch_size,
+        },
         "workloads": summarise(raw, rate),
     }
 

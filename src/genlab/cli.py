@@ -206,7 +206,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = []
     for family in args.families or ["vae", "gan"]:
         device = resolve_device(args.device)
-        result = run_bench(family, device, args.batch_size, args.steps, args.repeats, args.channels_last, args.compile)
+        result = run_bench(
+            family, device, args.batch_size, args.steps, args.repeats, args.channels_last, args.compile, args.fuse_norm_act
+        )
         print(format_bench(result))
         results.append(result)
     if args.json:
@@ -301,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="VAE: NHWC on genlab's side (training default)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile genlab's side (compiled in the warm-up)")
+    p.add_argument(
+        "--fuse-norm-act",
+        action="store_true",
+        help="VAE: add a row for train.fuse_norm_act (compiled BatchNorm + LeakyReLU; needs a C++ compiler on CPU)",
+    )
     p.add_argument("--json")
     p.set_defaults(func=cmd_bench)
 

@@ -74,6 +74,7 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": bfloat16 autocast; "fp16": float16 autocast with loss scaling
     channels_last: bool = True  # NHWC memory format for the convolutions (measured 1.24x on the CPU VAE step)
     compile: bool = False  # torch.compile the networks (first steps pay the compilation)
+    fuse_norm_act: bool = False  # compile each BatchNorm2d + LeakyReLU pair into one kernel (VAE)
     eval_every: int = 0  # epochs between sample-quality evaluations (0: never); cheap settings below
     eval_n: int = 2000
 
@@ -154,6 +155,8 @@ class RunConfig:
     def validate(self) -> None:
         for part in (self.model, self.loss, self.train, self.data):
             part.validate()
+        if self.train.fuse_norm_act and self.family != "vae":
+            raise ConfigError("train.fuse_norm_act fuses the VAE's BatchNorm2d + LeakyReLU; the GAN has none: set it false")
 
 
 def _positive(key: str, value: float, allow_zero: bool = False) -> None:

@@ -1,14 +1,25 @@
-"""The stride-2 convolutions of the VAE, with a GEMM formulation for small feature maps.
+"""The VAE's convolutions, with faster formulations of the same function where oneDNN is slow.
 
-Both layers are nn.Conv2d / nn.ConvTranspose2d with the reference's parameters and state_dict
-keys. On a small map (the 2x2 bottom of the notes' 64x64 VAE) oneDNN's direct kernels ran at
-~110 GFLOP/s on 2 AVX-512 cores while the same arithmetic as one matrix product ran at ~250
-(forward + backward, batch 64, torch 2.13), so there they compute the identical function as
-im2col + GEMM (encoder) and GEMM + col2im (decoder). Outputs and gradients agree with the direct
-kernels to float rounding (tested); `set_fast_paths(model, False)` gives back the direct kernels.
+Every layer is an nn.Conv2d / nn.ConvTranspose2d with the reference's parameters and state_dict
+keys. Measured on 2 AVX-512 cores (batch 64, torch 2.13):
+- On a small map (the 2x2 bottom of the notes' 64x64 VAE) oneDNN's direct kernels ran at ~110
+  GFLOP/s while the same arithmetic as one matrix product ran at ~250, so there the stride-2
+  layers compute it as im2col + GEMM (encoder) and GEMM + col2im (decoder).
+- The decoder's last 3x3 conv maps 32 channels to the image's 3, and oneDNN's kernels for so few
+  output channels took 7 ms forward and 7 ms for the weight gradient at 64x64. The forward is one
+  GEMM into nine tap planes plus eight shifted adds (3.8 ms); the weight gradient is oneDNN's
+  weight gradient of the equivalent transposed convolution (flipped kernel, 1.7 ms), the same sum.
+  The whole training step went from ~160 to ~152 ms.
+Outputs and gradients agree with the direct kernels to float rounding (tested);
+`set_fast_paths(model, False)` gives back the direct kernels.
+
+Opt-in (`set_fused_norm_act`, `train.fuse_norm_act`): each BatchNorm2d + LeakyReLU pair of a
+ConvBlock runs as one torch.compile'd kernel per direction, ~10 ms less per step at 64x64.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +59,91 @@ def conv_transpose3x3s2_gemm(x: Tensor, weight: Tensor, bias: Tensor | None) -> 
     return y.contiguous(memory_format=torch.channels_last)
 
 
-def _on_cpu(layer: Downsample2x | Upsample2x, x: Tensor) -> bool:
+# The few-output-channel path is taken up to this many output channels (the image's 1 or 3).
+FEW_MAX_CHANNELS = 4
+
+
+def _taps(x: Tensor, weight: Tensor) -> Tensor:
+    """Every tap's contribution x * weight[:, :, kh, kw] at every pixel: (3, 3, N, out, H, W), a view."""
+    n, c, h, w = x.shape
+    cout = weight.shape[0]
+    w27 = weight.permute(2, 3, 0, 1).reshape(9 * cout, c).to(x.dtype)  # rows (kh, kw, out)
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        y = torch.matmul(w27, x.reshape(n, c, h * w))  # (N, 9*out, H*W), one GEMM per image
+        return y.view(n, 3, 3, cout, h, w).permute(1, 2, 0, 3, 4, 5)
+    # Channels-last: the pixels form one (N*H*W, C) matrix, so a single GEMM gives the tap planes.
+    y = w27 @ x.permute(0, 2, 3, 1).reshape(n * h * w, c).t()  # (9*out, N*H*W)
+    return y.view(3, 3, cout, n, h, w).transpose(2, 3)
+
+
+def _flipped(weight: Tensor, like: Tensor) -> Tensor:
+    """The kernel of the transposed convolution computing the same map: flipped, in/out swapped."""
+    memory_format = torch.channels_last if _channels_last(like) else torch.contiguous_format
+    return weight.flip(2, 3).transpose(0, 1).contiguous(memory_format=memory_format)
+
+
+def _channels_last(x: Tensor) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _shift_add(taps: Tensor, bias: Tensor | None, out: Tensor) -> None:
+    """out = bias + the sum of the nine tap planes, each shifted by its kernel offset."""
+    h, w = out.shape[-2:]
+    if bias is None:
+        out.copy_(taps[1, 1])
+    else:
+        torch.add(taps[1, 1], bias.to(out.dtype).view(1, -1, 1, 1), out=out)
+    for kh in range(3):
+        for kw in range(3):
+            if (kh, kw) == (1, 1):
+                continue
+            dh, dw = kh - 1, kw - 1  # out[p] += tap[p + d] wherever p + d is inside the image
+            out[:, :, max(0, -dh) : h - max(0, dh), max(0, -dw) : w - max(0, dw)] += taps[
+                kh, kw, :, :, max(0, dh) : h + min(0, dh), max(0, dw) : w + min(0, dw)
+            ]
+
+
+class _Conv3x3FewOut(torch.autograd.Function):
+    """conv2d(x, weight, bias, padding=1) for a 3x3 kernel with few output channels."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        h, w = x.shape[-2:]
+        out = torch.empty(x.shape[0], weight.shape[0], h, w, dtype=x.dtype, device=x.device)
+        _shift_add(_taps(x, weight), bias, out)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors
+        memory_format = torch.channels_last if _channels_last(x) else torch.contiguous_format
+        grad = grad.contiguous(memory_format=memory_format)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:  # oneDNN's own input gradient: fast from few channels
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight.to(grad.dtype), None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False]
+            )[0]
+        if ctx.needs_input_grad[1]:
+            # y = conv_transpose2d(x, flipped): that layer's weight gradient is ours, flipped back.
+            flipped = _flipped(weight, x)
+            grad_flipped = torch.ops.aten.convolution_backward(
+                grad, x, flipped, None, [1, 1], [1, 1], [1, 1], True, [0, 0], 1, [False, True, False]
+            )[1]
+            grad_w = grad_flipped.flip(2, 3).transpose(0, 1).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b
+
+
+def conv3x3_few_out(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """conv2d(x, weight, bias, padding=1) for a 3x3 kernel, computed for few output channels."""
+    return _Conv3x3FewOut.apply(x, weight, bias)
+
+
+def _on_cpu(layer: nn.Module, x: Tensor) -> bool:
     return layer.fast_paths and x.device.type == "cpu" and x.dim() == 4
 
 
@@ -91,9 +186,80 @@ class Upsample2x(nn.ConvTranspose2d):
         return y.add_(self.bias.to(y.dtype).view(1, -1, 1, 1))
 
 
-def set_fast_paths(model: nn.Module, enabled: bool) -> nn.Module:
-    """Switch every stride-2 layer of model between genlab's CPU formulations and the direct kernels."""
+class ToImage2d(nn.Conv2d):
+    """Conv2d(k=3, s=1, p=1) that ends the decoder: many feature channels to the image's few."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=3, padding=1)
+        self.fast_paths = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        # fp32 only: under autocast the direct kernel runs in bf16 (the measured opt-in), and
+        # torch.compile fuses around the direct kernel itself.
+        if (
+            _on_cpu(self, x)
+            and self.out_channels <= FEW_MAX_CHANNELS
+            and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()
+        ):
+            return conv3x3_few_out(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+def _norm_act(x: Tensor, norm: nn.BatchNorm2d, act: nn.LeakyReLU) -> Tensor:
+    # Out of place: compiled with the module's in-place LeakyReLU, the VAE step took 280 ms, not 146.
+    return F.leaky_relu(norm(x), act.negative_slope)
+
+
+@functools.cache
+def _fused_norm_act():
+    # One kernel per direction instead of ATen's BatchNorm passes plus the activation's. At 64x64
+    # (the VAE's last block: 33.5 MB per tensor) these are memory-bound: in the profiled step the
+    # pair went from 32 ms (forward + backward) to 19.
+    return torch.compile(_norm_act, dynamic=False)
+
+
+class ConvBlock(nn.Sequential):
+    """nn.Sequential whose BatchNorm2d + LeakyReLU pairs can run as one compiled kernel each.
+
+    Off by default (compiling costs seconds on first use and needs a C++ compiler on CPU);
+    `set_fused_norm_act(model, True)` turns it on. The children, and so the state_dict, are the
+    plain Sequential's.
+    """
+
+    fuse_norm_act = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Training steps only: evaluation passes are cheap and would only add compiled graphs.
+        if not (self.fuse_norm_act and self.training and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+            return super().forward(x)
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            pair = layers[i : i + 2]
+            if len(pair) == 2 and type(pair[0]) is nn.BatchNorm2d and isinstance(pair[1], nn.LeakyReLU):
+                # One graph per feature-map shape, shared by all blocks: the VAE has more than
+                # dynamo's default limit of 8 (past it, calls would silently run uncompiled).
+                with torch._dynamo.config.patch(recompile_limit=64):
+                    x = _fused_norm_act()(x, *pair)
+                i += 2
+            else:
+                x, i = layers[i](x), i + 1
+        return x
+
+
+def set_fused_norm_act(model: nn.Module, enabled: bool) -> nn.Module:
+    """Run every BatchNorm2d + LeakyReLU pair of model's ConvBlocks as one compiled kernel, or not."""
     for m in model.modules():
-        if isinstance(m, (Downsample2x, Upsample2x)):
+        if isinstance(m, ConvBlock):
+            m.fuse_norm_act = enabled
+    return model
+
+
+def set_fast_paths(model: nn.Module, enabled: bool) -> nn.Module:
+    """Switch every layer of model between genlab's CPU formulations and the direct kernels."""
+    for m in model.modules():
+        if isinstance(m, (Downsample2x, Upsample2x, ToImage2d)):
             m.fast_paths = enabled
     return model

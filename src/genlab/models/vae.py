@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from genlab.models.layers import Downsample2x, Upsample2x
+from genlab.models.layers import ConvBlock, Downsample2x, ToImage2d, Upsample2x
 
 DEFAULT_HIDDEN_DIMS = (32, 64, 128, 256, 512)
 
@@ -48,18 +48,18 @@ class VAEConfig:
             raise ConfigError(f"model.decoder must be 'gaussian' or 'bernoulli', got {self.decoder!r}")
 
 
-def _down_block(in_channels: int, out_channels: int) -> nn.Sequential:
+def _down_block(in_channels: int, out_channels: int) -> ConvBlock:
     # Listing 1: Conv(k3, s2, p1) halves H and W (rounding down), then BN and LeakyReLU(0.01).
-    return nn.Sequential(
+    return ConvBlock(
         Downsample2x(in_channels, out_channels),
         nn.BatchNorm2d(out_channels),
         nn.LeakyReLU(inplace=True),  # BatchNorm keeps its input for backward, not its output
     )
 
 
-def _up_block(in_channels: int, out_channels: int) -> nn.Sequential:
+def _up_block(in_channels: int, out_channels: int) -> ConvBlock:
     # ConvTranspose(k3, s2, p1, output_padding=1) exactly doubles H and W.
-    return nn.Sequential(Upsample2x(in_channels, out_channels), nn.BatchNorm2d(out_channels), nn.LeakyReLU(inplace=True))
+    return ConvBlock(Upsample2x(in_channels, out_channels), nn.BatchNorm2d(out_channels), nn.LeakyReLU(inplace=True))
 
 
 @torch.compiler.disable
@@ -99,11 +99,11 @@ class VanillaVAE(nn.Module):
         self.decoder = nn.Sequential(*(_up_block(a, b) for a, b in zip(rev, rev[1:])))
         head: list[nn.Module] = [
             *_up_block(rev[-1], rev[-1]),
-            nn.Conv2d(rev[-1], in_channels, kernel_size=3, padding=1),  # output channels follow input
+            ToImage2d(rev[-1], in_channels),  # Conv2d(k3, p1); output channels follow input
         ]
         if decoder == "gaussian":
             head.append(nn.Tanh())  # pixels live in [-1, 1]
-        self.final_layer = nn.Sequential(*head)
+        self.final_layer = ConvBlock(*head)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(B, C, H, W) -> mu, log_var, each (B, latent_dim)."""

@@ -62,12 +62,20 @@ def update(opt: Optimizer, loss: Tensor, skip_nonfinite: bool = False, scaler: t
     scaler.update()
 
 
+def can_compile(device: torch.device) -> bool:
+    """Whether torch.compile can build kernels here: inductor writes C++ for CPU."""
+    return device.type != "cpu" or any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++") if c)
+
+
+def require_cpp_compiler(option: str, device: torch.device, fix: str) -> None:
+    """A one-line error where torch.compile would fail deep inside the first step."""
+    if not can_compile(device):
+        raise ConfigError(f"{option} on CPU needs a C++ compiler (g++ or clang++ on PATH, or CXX); install one or {fix}")
+
+
 def compile_engine(engine, device: torch.device):
     """torch.compile what the step drives: the VAE, or G and D separately (the GAN step calls each)."""
-    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++") if c):
-        # Inductor writes C++ for CPU; without a compiler it fails deep inside the first step.
-        raise ConfigError("train.compile=true on CPU needs a C++ compiler (g++ or clang++ on PATH, or CXX); "
-                          "install one or set train.compile=false")
+    require_cpp_compiler("train.compile=true", device, "set train.compile=false")
     if isinstance(engine, torch.nn.Module) and not hasattr(engine, "generator"):
         return torch.compile(engine)
     return SimpleNamespace(
