@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from genlab.losses import vae_loss
-from genlab.models import GAN, MODELS, Discriminator, Generator, VanillaVAE, build_model
+from genlab.models import GAN, MODELS, Discriminator, Generator, VanillaVAE, build_model, layers
 from genlab.models.layers import Downsample2x, ToImage2d, Upsample2x, set_fast_paths
 
 
@@ -175,8 +175,9 @@ def test_stride2_fast_paths_equal_direct_kernels(cin: int, cout: int, size: int,
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 def test_to_image_conv_equals_the_direct_kernel(
-    cin: int, cout: int, height: int, width: int, channels_last: bool, bias: bool
+    cin: int, cout: int, height: int, width: int, channels_last: bool, bias: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(layers, "TAPS_CHUNK_ELEMENTS", 2 * 9 * cout * height * width)  # chunks of 2 and 1 images
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     layer, ref = ToImage2d(cin, cout), nn.Conv2d(cin, cout, 3, padding=1)

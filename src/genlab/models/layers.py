@@ -61,6 +61,7 @@ def conv_transpose3x3s2_gemm(x: Tensor, weight: Tensor, bias: Tensor | None) -> 
 
 # The few-output-channel path is taken up to this many output channels (the image's 1 or 3).
 FEW_MAX_CHANNELS = 4
+TAPS_CHUNK_ELEMENTS = 1 << 20  # 4 MiB of fp32 tap planes at a time
 
 
 def _taps(x: Tensor, weight: Tensor) -> Tensor:
@@ -108,9 +109,13 @@ class _Conv3x3FewOut(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        h, w = x.shape[-2:]
-        out = torch.empty(x.shape[0], weight.shape[0], h, w, dtype=x.dtype, device=x.device)
-        _shift_add(_taps(x, weight), bias, out)
+        n, _, h, w = x.shape
+        out = torch.empty(n, weight.shape[0], h, w, dtype=x.dtype, device=x.device)
+        # A few images at a time: the tap planes are 9x the output, and whole they would sit on top
+        # of the step's peak memory (28 MB more at batch 64, 64x64); chunking did not change the time.
+        chunk = max(1, TAPS_CHUNK_ELEMENTS // (9 * out[0].numel()))
+        for start in range(0, n, chunk):
+            _shift_add(_taps(x[start : start + chunk], weight), bias, out[start : start + chunk])
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         return out
