@@ -176,7 +176,7 @@ def test_fused_norm_act_step_matches_eager() -> None:
     set_fused_norm_act(fused, True)
     x = (torch.rand(12, 3, 16, 16) * 2 - 1).contiguous(memory_format=torch.channels_last)
     losses = []
-    for model in (eager, fused.to(memory_format=torch.channels_last)):
+    for model in (eager.to(memory_format=torch.channels_last), fused.to(memory_format=torch.channels_last)):
         torch.manual_seed(5)
         recons, _, mu, logvar = model(x)
         loss = vae_loss(recons, x, mu, logvar, 0.00025)["loss"]
