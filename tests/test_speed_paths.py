@@ -97,6 +97,15 @@ def test_compiled_gan_matches_eager(idx_data: Path, tmp_path: Path) -> None:
     assert_same_weights(weights(tmp_path / "eager"), weights(tmp_path / "compiled"), noise_atol=2 * 2e-4 * 5, atol=1e-5)
 
 
+def loss_backward(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """The notes' VAE loss of one batch, backpropagated into model's .grad; eps drawn from seed 5."""
+    torch.manual_seed(5)
+    recons, _, mu, logvar = model(x)
+    loss = vae_loss(recons, x, mu, logvar, 0.00025)["loss"]
+    loss.backward()
+    return loss.item()
+
+
 def test_compiled_vae_step_matches_eager() -> None:
     # A 2x2 bottom: eager takes the GEMM formulations, compiled code the direct kernels.
     torch.manual_seed(0)
@@ -104,13 +113,8 @@ def test_compiled_vae_step_matches_eager() -> None:
     compiled = VanillaVAE(1, 4, hidden_dims=(8, 16, 16, 16), image_size=32)
     compiled.load_state_dict(eager.state_dict())
     x = torch.rand(24, 1, 32, 32) * 2 - 1
-    losses = []
-    for model in (eager, torch.compile(compiled)):
-        torch.manual_seed(5)  # the same eps: the noise is drawn eagerly inside compiled code too
-        recons, _, mu, logvar = model(x)
-        loss = vae_loss(recons, x, mu, logvar, 0.00025)["loss"]
-        loss.backward()
-        losses.append(loss.item())
+    # The same eps for both: the noise is drawn eagerly inside compiled code too.
+    losses = [loss_backward(model, x) for model in (eager, torch.compile(compiled))]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
         if FEEDS_BATCHNORM.fullmatch(name):
@@ -175,13 +179,7 @@ def test_fused_norm_act_step_matches_eager() -> None:
     fused.load_state_dict(eager.state_dict())
     set_fused_norm_act(fused, True)
     x = (torch.rand(12, 3, 16, 16) * 2 - 1).contiguous(memory_format=torch.channels_last)
-    losses = []
-    for model in (eager.to(memory_format=torch.channels_last), fused.to(memory_format=torch.channels_last)):
-        torch.manual_seed(5)
-        recons, _, mu, logvar = model(x)
-        loss = vae_loss(recons, x, mu, logvar, 0.00025)["loss"]
-        loss.backward()
-        losses.append(loss.item())
+    losses = [loss_backward(m.to(memory_format=torch.channels_last), x) for m in (eager, fused)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for (name, a), b in zip(eager.named_parameters(), fused.parameters()):
         if not FEEDS_BATCHNORM.fullmatch(name):  # those have true gradient 0: both float noise
