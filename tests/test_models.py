@@ -170,6 +170,26 @@ def test_stride2_fast_paths_equal_direct_kernels(cin: int, cout: int, size: int,
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_stride2_gemm_paths_under_bf16_autocast_match_the_direct_kernels() -> None:
+    # The GEMM formulations run their products in bf16 like the direct kernels do under autocast,
+    # and hand back float32 gradients for the float32 parameters.
+    torch.manual_seed(0)
+    fmt = torch.channels_last
+    for layer, ref in (
+        (Downsample2x(64, 48), nn.Conv2d(64, 48, 3, stride=2, padding=1)),
+        (Upsample2x(64, 48), nn.ConvTranspose2d(64, 48, 3, stride=2, padding=1, output_padding=1)),
+    ):
+        ref.load_state_dict(layer.state_dict())
+        layer, ref = layer.to(memory_format=fmt), ref.to(memory_format=fmt)
+        x = torch.randn(3, 64, 2, 2).contiguous(memory_format=fmt)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, want = _outputs_and_grads(layer, x), _outputs_and_grads(ref, x)
+        assert got[0].dtype == want[0].dtype == torch.bfloat16
+        assert [g.dtype for g in got[1:]] == [torch.float32] * 3
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.05 * b.detach().abs().max().item())
+
+
 # Up to 4 output channels the GEMM + shifted-adds forward and the transposed weight gradient; 5 the direct kernel.
 @pytest.mark.parametrize("cin,cout,height,width", [(32, 3, 16, 16), (8, 1, 7, 9), (5, 2, 1, 1), (6, 4, 2, 3), (4, 5, 6, 6)])
 @pytest.mark.parametrize("channels_last", [False, True])

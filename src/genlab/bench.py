@@ -359,15 +359,20 @@ def in_fresh_process(expression: str, default_malloc: bool) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def peak_memory(family: str, batch_size: int, device: torch.device) -> dict[str, int]:
-    """{path: peak bytes}; on CPU each path runs in a fresh process so the peaks do not mix."""
+PEAK_MEMORY_PROCESSES = 3
+
+
+def peak_memory(family: str, batch_size: int, device: torch.device, processes: int = PEAK_MEMORY_PROCESSES) -> dict[str, int]:
+    """{path: peak bytes}; on CPU the median over `processes` fresh processes per path, taken in
+    turn (one process's peak RSS varied by +-20 MiB from run to run), so the peaks do not mix."""
     if device.type == "cuda":
         return {path: probe_memory(family, path, batch_size, device) for path in ("plain", "genlab")}
-    out = {}
-    for path in ("plain", "genlab"):
-        call = f"probe_memory({family!r}, {path!r}, {batch_size}, torch.device('cpu'))"
-        out[path] = int(in_fresh_process(call, default_malloc=path == "plain"))
-    return out
+    samples: dict[str, list[int]] = {"plain": [], "genlab": []}
+    for _ in range(processes):
+        for path in samples:
+            call = f"probe_memory({family!r}, {path!r}, {batch_size}, torch.device('cpu'))"
+            samples[path].append(int(in_fresh_process(call, default_malloc=path == "plain")))
+    return {path: int(statistics.median(peaks)) for path, peaks in samples.items()}
 
 
 def summarise(results: dict[str, Any], rate: float) -> dict[str, Any]:
@@ -468,7 +473,9 @@ def format_bench(result: dict[str, Any]) -> str:
     lines.insert(1, f"allocator: {result.get('allocator', 'default for both')}")
     mem = result.get("peak_memory_bytes")
     if mem:
-        what = "peak CUDA memory" if result["device"].startswith("cuda") else "peak RSS of a process running the train step"
+        what = f"peak RSS of the train step (median of {PEAK_MEMORY_PROCESSES} processes)"
+        if result["device"].startswith("cuda"):
+            what = "peak CUDA memory"
         lines.append(f"{what}: plain {mem['plain'] / 2**20:.0f} MiB, genlab {mem['genlab'] / 2**20:.0f} MiB")
     for name, r in result["workloads"].items():
         g, p = r["genlab"], r["plain"]

@@ -4,7 +4,9 @@ Every layer is an nn.Conv2d / nn.ConvTranspose2d with the reference's parameters
 keys. Measured on 2 AVX-512 cores (batch 64, torch 2.13):
 - On a small map (the 2x2 bottom of the notes' 64x64 VAE) oneDNN's direct kernels ran at ~110
   GFLOP/s while the same arithmetic as one matrix product ran at ~250, so there the stride-2
-  layers compute it as im2col + GEMM (encoder) and GEMM + col2im (decoder).
+  layers compute it as im2col + GEMM (encoder) and GEMM + adding each pixel's 3x3 footprint
+  (decoder), with hand-written gradients: nine strided adds in place of F.fold and unfold's
+  backward, which took 1-2 ms each there (step ~154 -> ~150 ms).
 - The decoder's last 3x3 conv maps 32 channels to the image's 3, and oneDNN's kernels for so few
   output channels took 7 ms forward and 7 ms for the weight gradient at 64x64. The forward is one
   GEMM into nine tap planes plus eight shifted adds (3.8 ms); the weight gradient is oneDNN's
@@ -30,33 +32,112 @@ from torch import Tensor, nn
 GEMM_MAX_PIXELS = 4
 
 
+def _gather_taps(high: Tensor, low_h: int, low_w: int) -> Tensor:
+    """(N, H, W, C) -> (N, low_h, low_w, 3, 3, C): tap (kh, kw) of low pixel (i, j) is high pixel
+    (2i + kh - 1, 2j + kw - 1), zero outside. The im2col of a 3x3 stride-2 padding-1 window."""
+    padded = F.pad(high, (0, 0, 1, 1, 1, 1))
+    windows = padded.unfold(1, 3, 2).unfold(2, 3, 2)  # (N, low_h, low_w, C, 3, 3), a view
+    return windows[:, :low_h, :low_w].permute(0, 1, 2, 4, 5, 3)
+
+
+def _scatter_taps(taps: Tensor, height: int, width: int, init: Tensor | None = None) -> Tensor:
+    """The adjoint of _gather_taps: (N, h, w, 3, 3, C) -> (N, height, width, C), each tap added at
+    its high pixel; the sum starts from init (per channel) or zero. Nine strided adds, where
+    F.fold / unfold's backward took 1-2 ms each on the VAE's 2x2 maps."""
+    n, h, w, _, _, c = taps.shape
+    if init is None:
+        padded = taps.new_zeros(n, height + 2, width + 2, c)
+    else:
+        padded = init.to(taps.dtype).expand(n, height + 2, width + 2, c).clone()
+    for kh in range(3):
+        for kw in range(3):
+            padded[:, kh : kh + 2 * h : 2, kw : kw + 2 * w : 2] += taps[:, :, :, kh, kw]
+    return padded[:, 1 : height + 1, 1 : width + 1]
+
+
+def _nhwc(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> its (N, H, W, C) view: free for channels-last memory."""
+    return x.permute(0, 2, 3, 1)
+
+
+def _nchw(x: Tensor) -> Tensor:
+    """(N, H, W, C) -> NCHW shape with channels-last memory."""
+    return x.contiguous().permute(0, 3, 1, 2)
+
+
+class _Conv3x3S2Gemm(torch.autograd.Function):
+    """conv2d(x, weight, bias, stride=2, padding=1), 3x3: im2col over NHWC + one GEMM."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        n, c, h, w = x.shape
+        ho, wo = (h + 1) // 2, (w + 1) // 2
+        cols = _gather_taps(_nhwc(x), ho, wo).reshape(n * ho * wo, 9 * c)  # rows: pixels; (kh, kw, c)
+        wmat = _nhwc(weight).reshape(weight.shape[0], 9 * c)  # (out, kh, kw, in): free if channels-last
+        y = cols @ wmat.t() if bias is None else torch.addmm(bias, cols, wmat.t())
+        ctx.save_for_backward(cols, wmat)
+        ctx.sizes, ctx.has_bias = (n, h, w, ho, wo), bias is not None
+        return _nchw(y.view(n, ho, wo, -1))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        cols, wmat = ctx.saved_tensors
+        n, h, w, ho, wo = ctx.sizes
+        g = _nhwc(grad).reshape(n * ho * wo, -1)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _nchw(_scatter_taps((g @ wmat).view(n, ho, wo, 3, 3, -1), h, w))
+        if ctx.needs_input_grad[1]:
+            grad_w = (g.t() @ cols).view(g.shape[1], 3, 3, -1).permute(0, 3, 1, 2)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+class _ConvTranspose3x3S2Gemm(torch.autograd.Function):
+    """conv_transpose2d(x, weight, bias, stride=2, padding=1, output_padding=1), 3x3: one GEMM
+    gives every input pixel's 3x3 footprint, and the footprints are added at their places."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        n, cin, h, w = x.shape
+        rows = _nhwc(x).reshape(n * h * w, cin)
+        wmat = _nhwc(weight).reshape(cin, 9 * weight.shape[1])  # (in, kh, kw, out): free if channels-last
+        y = _scatter_taps((rows @ wmat).view(n, h, w, 3, 3, -1), 2 * h, 2 * w, bias)
+        ctx.save_for_backward(rows, wmat)
+        ctx.sizes, ctx.has_bias = (n, h, w), bias is not None
+        return _nchw(y)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        rows, wmat = ctx.saved_tensors
+        n, h, w = ctx.sizes
+        g = _nhwc(grad)
+        taps = _gather_taps(g, h, w).reshape(n * h * w, -1)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _nchw((taps @ wmat.t()).view(n, h, w, -1))
+        if ctx.needs_input_grad[1]:
+            grad_w = (rows.t() @ taps).view(rows.shape[1], 3, 3, -1).permute(0, 3, 1, 2)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum((0, 1, 2))
+        return grad_x, grad_w, grad_b
+
+
 def conv3x3s2_gemm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """conv2d(x, weight, bias, stride=2, padding=1) for a 3x3 kernel, as im2col over NHWC + one GEMM."""
-    n, c, h, w = x.shape
-    ho, wo = (h + 1) // 2, (w + 1) // 2
-    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (N, H+2, W+2, C)
-    windows = padded.unfold(1, 3, 2).unfold(2, 3, 2)  # (N, Ho, Wo, C, 3, 3), a view
-    cols = windows.permute(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, 9 * c)  # rows: pixels; (kh, kw, c)
-    # (out, kh, kw, in): a free view of a channels-last weight.
-    wmat = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 9 * c)
-    y = cols @ wmat.t() if bias is None else torch.addmm(bias.to(cols.dtype), cols, wmat.t().to(cols.dtype))
-    return y.view(n, ho, wo, -1).permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
+    return _Conv3x3S2Gemm.apply(x, weight, bias)
 
 
 def conv_transpose3x3s2_gemm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """conv_transpose2d(x, weight, bias, stride=2, padding=1, output_padding=1), as one GEMM + col2im."""
-    n, cin, h, w = x.shape
-    cout = weight.shape[1]
-    rows = x.permute(0, 2, 3, 1).reshape(n * h * w, cin)
-    # (in, kh, kw, out): a free view of a channels-last weight, unlike fold's (in, out, kh, kw).
-    wmat = weight.permute(0, 2, 3, 1).reshape(cin, 9 * cout).to(rows.dtype)
-    cols = rows @ wmat  # each input pixel's 3x3 footprint
-    # Reordered here (the smaller tensor at the 2x2 bottom) to fold's (N, out*kh*kw, L).
-    cols = cols.view(n, h * w, 9, cout).permute(0, 3, 2, 1).reshape(n, cout * 9, h * w)
-    y = F.fold(cols, (2 * h, 2 * w), kernel_size=3, padding=1, stride=2)
-    if bias is not None:
-        y = y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
-    return y.contiguous(memory_format=torch.channels_last)
+    """conv_transpose2d(x, weight, bias, stride=2, padding=1, output_padding=1), as one GEMM + tap adds."""
+    return _ConvTranspose3x3S2Gemm.apply(x, weight, bias)
 
 
 # The few-output-channel path is taken up to this many output channels (the image's 1 or 3).
@@ -153,9 +234,32 @@ def _on_cpu(layer: nn.Module, x: Tensor) -> bool:
 
 
 def _gemm_ok(x: Tensor, low_res_pixels: int) -> bool:
-    # Not under torch.compile: inductor (torch 2.13, CPU) corrupted the heap on the fold path
-    # ("malloc_consolidate(): invalid chunk size"), and it fuses around the direct kernels anyway.
+    # Not under torch.compile: it fuses around the direct kernels, and inductor (torch 2.13, CPU)
+    # corrupted the heap on an earlier F.fold formulation ("malloc_consolidate(): invalid chunk size").
     return low_res_pixels <= GEMM_MAX_PIXELS and not torch.compiler.is_compiling()
+
+
+class _AddChannelBias(torch.autograd.Function):
+    """y += bias per channel, in place; the bias gradient as a matrix-vector product."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, bias: Tensor) -> Tensor:
+        ctx.mark_dirty(y)
+        ctx.bias_dtype = bias.dtype
+        return y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None]:
+        grad_b = None
+        if ctx.needs_input_grad[1]:
+            if _channels_last(grad):  # pixels x channels: BLAS's gemv read it in 1.6 ms, sum() in 2.6 (64x32x64x64)
+                g = _nhwc(grad).reshape(-1, grad.shape[1])
+                grad_b = torch.mv(g.t(), g.new_ones(g.shape[0]))
+            else:
+                grad_b = grad.sum((0, 2, 3))
+            grad_b = grad_b.to(ctx.bias_dtype)
+        return grad, grad_b
 
 
 class Downsample2x(nn.Conv2d):
@@ -186,9 +290,9 @@ class Upsample2x(nn.ConvTranspose2d):
         if self.bias is None:
             return super().forward(x)
         # The bias is added outside the kernel: oneDNN's transposed-conv backward spent 15 ms of a
-        # 25 ms layer (64x32x64x64 output) on the bias gradient, a sum that autograd's add does in 1.
+        # 25 ms layer (64x32x64x64 output) on the bias gradient, a sum done here in 1.
         y = F.conv_transpose2d(x, self.weight, None, self.stride, self.padding, self.output_padding)
-        return y.add_(self.bias.to(y.dtype).view(1, -1, 1, 1))
+        return _AddChannelBias.apply(y, self.bias)
 
 
 class ToImage2d(nn.Conv2d):
