@@ -290,7 +290,7 @@ class Upsample2x(nn.ConvTranspose2d):
         if self.bias is None:
             return super().forward(x)
         # The bias is added outside the kernel: oneDNN's transposed-conv backward spent 15 ms of a
-        # 25 ms layer (64x32x64x64 output) on the bias gradient, a sum done here in 1.
+        # 25 ms layer (64x32x64x64 output) on the bias gradient, which _AddChannelBias computes in ~2.
         y = F.conv_transpose2d(x, self.weight, None, self.stride, self.padding, self.output_padding)
         return _AddChannelBias.apply(y, self.bias)
 
