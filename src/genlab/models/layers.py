@@ -36,8 +36,9 @@ def _gather_taps(high: Tensor, low_h: int, low_w: int) -> Tensor:
     """(N, H, W, C) -> (N, low_h, low_w, 3, 3, C): tap (kh, kw) of low pixel (i, j) is high pixel
     (2i + kh - 1, 2j + kw - 1), zero outside. The im2col of a 3x3 stride-2 padding-1 window."""
     padded = F.pad(high, (0, 0, 1, 1, 1, 1))
-    windows = padded.unfold(1, 3, 2).unfold(2, 3, 2)  # (N, low_h, low_w, C, 3, 3), a view
-    return windows[:, :low_h, :low_w].permute(0, 1, 2, 4, 5, 3)
+    windows = padded.unfold(1, 3, 2).unfold(2, 3, 2)  # (N, ceil(H/2), ceil(W/2), C, 3, 3), a view
+    assert windows.shape[1:3] == (low_h, low_w)  # both callers pass low = ceil(high / 2)
+    return windows.permute(0, 1, 2, 4, 5, 3)
 
 
 def _scatter_taps(taps: Tensor, height: int, width: int, init: Tensor | None = None) -> Tensor:
@@ -154,7 +155,7 @@ def _taps(x: Tensor, weight: Tensor) -> Tensor:
         y = torch.matmul(w27, x.reshape(n, c, h * w))  # (N, 9*out, H*W), one GEMM per image
         return y.view(n, 3, 3, cout, h, w).permute(1, 2, 0, 3, 4, 5)
     # Channels-last: the pixels form one (N*H*W, C) matrix, so a single GEMM gives the tap planes.
-    y = w27 @ x.permute(0, 2, 3, 1).reshape(n * h * w, c).t()  # (9*out, N*H*W)
+    y = w27 @ _nhwc(x).reshape(n * h * w, c).t()  # (9*out, N*H*W)
     return y.view(3, 3, cout, n, h, w).transpose(2, 3)
 
 
