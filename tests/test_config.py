@@ -42,6 +42,8 @@ def test_yaml_config(tmp_path: Path) -> None:
         ({"loss.loss_type": "H"}, "loss.loss_type must be one of beta, capacity"),
         ({"data.fit": "stretch"}, "data.fit must be one of pad, resize"),
         ({"train.device": "gpu"}, "train.device must be"),
+        ({"train.fuse_norm_act": "yes"}, 'train.fuse_norm_act must be true, false or "auto"'),
+        ({"train.fuse_norm_act": 1}, "train.fuse_norm_act must be bool or str"),
         ({"trainn.lr": 1.0}, r"unknown section \[trainn\]; did you mean \[train\]"),
     ],
 )

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from genlab.config import GANLossConfig, VAELossConfig
 from genlab.losses import vae_loss
 from genlab.models import GAN, VanillaVAE
 from genlab.models.layers import set_fused_norm_act
+from genlab.train.common import fuse_norm_act
 from genlab.train.gan import gan_step
 from genlab.train.vae import vae_step
 
@@ -194,7 +196,7 @@ def test_fused_norm_act_option_runs_the_compiled_kernels(idx_data: Path, tmp_pat
     compiled = layers._fused_norm_act()
     calls = []
     monkeypatch.setattr(layers, "_fused_norm_act", lambda: calls.append(1) or compiled)
-    assert main(train_args("vae", idx_data, tmp_path / "eager", "--max-steps", "3")) == 0
+    assert main(train_args("vae", idx_data, tmp_path / "eager", "--max-steps", "3", "--set", "train.fuse_norm_act=false")) == 0
     assert not calls
     assert main(train_args("vae", idx_data, tmp_path / "fused", "--max-steps", "3", "--set", "train.fuse_norm_act=true")) == 0
     assert len(calls) == 3 * 4  # 3 steps x 4 BatchNorm2d + LeakyReLU pairs (2 encoder, 1 decoder, 1 final)
@@ -205,3 +207,75 @@ def test_fused_norm_act_option_runs_the_compiled_kernels(idx_data: Path, tmp_pat
 def test_fused_norm_act_is_refused_for_the_gan(idx_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(train_args("gan", idx_data, tmp_path / "run", "--max-steps", "1", "--set", "train.fuse_norm_act=true")) == 2
     assert "the GAN has none: set it false" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def tiny_vae() -> VanillaVAE:
+    torch.manual_seed(0)
+    return VanillaVAE(3, 4, hidden_dims=(8, 16), image_size=16).to(memory_format=torch.channels_last)
+
+
+def test_auto_fusion_takes_the_pairs_from_the_threshold_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genlab.models import layers
+
+    model = tiny_vae()
+    x = (torch.rand(4, 3, 16, 16) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    sizes: list[int] = []  # every BatchNorm2d input of one eager forward
+    norms = [m for m in model.modules() if type(m) is torch.nn.BatchNorm2d]
+    hooks = [m.register_forward_pre_hook(lambda m, a: sizes.append(a[0].numel())) for m in norms]
+    model(x)
+    for h in hooks:
+        h.remove()
+    threshold = sorted(sizes)[len(sizes) // 2]
+    monkeypatch.setattr(layers, "FUSE_MIN_ELEMENTS", threshold)
+    assert fuse_norm_act(model, "auto", torch.device("cpu"), "fp32")
+    fused: list[int] = []
+    spy = lambda x, norm, act, strict: fused.append(x.numel()) or layers._norm_act(x, norm, act)  # noqa: E731
+    monkeypatch.setattr(layers, "_fused_pair", spy)
+    model(x)
+    assert sorted(fused) == sorted(n for n in sizes if n >= threshold)
+    assert 0 < len(fused) < len(sizes)
+    model.eval()  # evaluation passes never compile
+    model(x)
+    assert len(fused) == len([n for n in sizes if n >= threshold])
+
+
+def test_auto_fusion_stays_off_without_a_compiler_or_outside_fp32_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from genlab.models.layers import ConvBlock
+
+    model = tiny_vae()
+    cpu = torch.device("cpu")
+    assert not fuse_norm_act(model, "auto", cpu, "bf16")
+    assert not fuse_norm_act(model, "auto", torch.device("cuda"), "fp32")  # not measured there: true turns it on
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++ / clang++ to be found
+    monkeypatch.delenv("CXX", raising=False)
+    assert not fuse_norm_act(model, "auto", cpu, "fp32")
+    assert all(b.fuse_min_elements is None for b in model.modules() if isinstance(b, ConvBlock))
+
+
+def test_auto_fusion_falls_back_with_one_warning_when_compiling_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genlab.models import layers
+
+    def failing_compile():
+        def run(*args):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler\n(long inductor detail)")
+
+        return run
+
+    monkeypatch.setattr(layers, "_fused_norm_act", failing_compile)
+    monkeypatch.setitem(layers._fusion, "broken", False)
+    eager, auto = tiny_vae(), tiny_vae()
+    set_fused_norm_act(auto, True, 0, strict=False)
+    x = (torch.rand(12, 3, 16, 16) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    with pytest.warns(UserWarning, match=r"could not compile the fused BatchNorm \+ LeakyReLU \(InvalidCxxCompiler: no working"):
+        losses = [loss_backward(m, x) for m in (eager, auto)]
+    assert losses[0] == losses[1]
+    for a, b in zip(eager.parameters(), auto.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+    for a, b in zip(eager.buffers(), auto.buffers()):  # running statistics updated once, not twice
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: later steps run unfused without another attempt
+        loss_backward(auto, x)
+    set_fused_norm_act(auto, True, 0, strict=True)  # train.fuse_norm_act = true: the failure is the user's to see
+    with pytest.raises(RuntimeError, match="no working C"):
+        loss_backward(auto, x)

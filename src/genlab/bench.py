@@ -24,8 +24,8 @@ from genlab.config import GANLossConfig, VAELossConfig
 from genlab.data import ImageData, iterate_batches, to_float
 from genlab.losses import gan_d_loss
 from genlab.models import GAN, VanillaVAE
-from genlab.models.layers import set_fast_paths, set_fused_norm_act
-from genlab.train.common import Precision, require_cpp_compiler
+from genlab.models.layers import set_fast_paths
+from genlab.train.common import Precision, fuse_norm_act, require_cpp_compiler
 from genlab.train.gan import gan_step
 from genlab.train.vae import objective, vae_step
 
@@ -143,40 +143,45 @@ def bench_vae(
     repeats: int,
     channels_last: bool,
     compile: bool = False,
-    fused: bool = False,
+    fuse: bool | str = "auto",
 ) -> dict[str, Any]:
     torch.manual_seed(0)
     loss = VAELossConfig()
     x = torch.rand(batch_size, 3, 64, 64, device=device) * 2 - 1
     plain = reference_vae(device)
-    fast = VanillaVAE().to(device)
-    fast.load_state_dict(plain.state_dict())
     plain_opt = torch.optim.Adam(plain.parameters(), lr=1e-4, foreach=False)
-    fast_opt = {"opt": torch.optim.Adam(fast.parameters(), lr=1e-4, fused=True)}
-    fx = x
-    if channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
-        fx = x.contiguous(memory_format=torch.channels_last)
+
+    def genlab_vae(fuse_setting: bool | str) -> tuple[VanillaVAE, dict[str, torch.optim.Optimizer], bool]:
+        """genlab's model as `genlab train` sets it up, with train.fuse_norm_act = fuse_setting."""
+        model = VanillaVAE().to(device)
+        model.load_state_dict(plain.state_dict())
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        fused = fuse_norm_act(model, fuse_setting, device, "fp32")
+        return model, {"opt": torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)}, fused
+
+    fast, fast_opt, fused = genlab_vae(fuse)
+    fx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     engine = torch.compile(fast) if compile else fast  # compiled during the warm-up steps
     step_flops = flops_of(lambda: plain_vae_step(plain, x, plain_opt, loss.kld_weight))
     results = {
         "train": {
             "plain": timed(lambda: plain_vae_step(plain, x, plain_opt, loss.kld_weight), device, steps, repeats),
+            # The first step pays any compiling (fused pairs, --compile): reported, not timed.
+            "first_step_s": timed(lambda: vae_step(engine, fx, fast_opt, loss, 0), device, 1, 1, warmup=0)[0],
             "genlab": timed(lambda: vae_step(engine, fx, fast_opt, loss, 0), device, steps, repeats),
             "flops_per_image": step_flops / batch_size,
             "batch": batch_size,
         }
     }
-    if fused:  # the opt-in train.fuse_norm_act; compiled in the warm-up steps
-        fuse = VanillaVAE().to(device)
-        fuse.load_state_dict(plain.state_dict())
-        fuse = set_fused_norm_act(fuse.to(memory_format=torch.channels_last) if channels_last else fuse, True)
-        fuse_opt = {"opt": torch.optim.Adam(fuse.parameters(), lr=1e-4, fused=True)}
-        results["train_fused"] = {
+    if fused:  # the same model with its BatchNorm + LeakyReLU pairs unfused, for comparison
+        unfused, unfused_opt, _ = genlab_vae(False)
+        results["train_unfused"] = {
             **results["train"],
             "plain_of": "train",  # the same plain loop; not timed again in a default-allocator process
-            "genlab": timed(lambda: vae_step(fuse, fx, fuse_opt, loss, 0), device, steps, repeats),
+            "genlab": timed(lambda: vae_step(unfused, fx, unfused_opt, loss, 0), device, steps, repeats),
         }
+        del results["train_unfused"]["first_step_s"]
     amp = Precision(device.type, torch.bfloat16)
     half = VanillaVAE().to(device)
     half.load_state_dict(plain.state_dict())
@@ -324,6 +329,7 @@ def probe_memory(family: str, path: str, batch_size: int, device: torch.device, 
         else:
             model = model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
+            fuse_norm_act(model, "auto", device, "fp32")  # as `genlab train` runs it
             opts = {"opt": torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)}
             step = lambda: vae_step(model, x, opts, VAELossConfig(), 0)  # noqa: E731
     else:
@@ -391,8 +397,9 @@ def summarise(results: dict[str, Any], rate: float) -> dict[str, Any]:
         row["speedup"] = plain / fast
         if "plain_same_allocator" in r:
             row["speedup_same_allocator"] = statistics.median(r["plain_same_allocator"]) / fast
-        if "loss_rel_error" in r:
-            row["loss_rel_error"] = r["loss_rel_error"]
+        for key in ("loss_rel_error", "first_step_s"):
+            if key in r:
+                row[key] = r[key]
         out[name] = row
     return out
 
@@ -405,10 +412,10 @@ def raw_bench(
     repeats: int,
     channels_last: bool,
     compile: bool,
-    fused: bool = False,
+    fuse: bool | str = "auto",
 ) -> dict[str, Any]:
     if family == "vae":
-        return bench_vae(device, batch_size, steps, repeats, channels_last, compile, fused)
+        return bench_vae(device, batch_size, steps, repeats, channels_last, compile, fuse)
     return bench_gan(device, batch_size, steps, repeats, compile)
 
 
@@ -430,13 +437,13 @@ def run_bench(
     repeats: int = 5,
     channels_last: bool = True,
     compile: bool = False,
-    fuse_norm_act: bool = False,
+    fuse: bool | str = "auto",
 ) -> dict[str, Any]:
-    if fuse_norm_act:
-        require_cpp_compiler("--fuse-norm-act", device, fix="leave the option out")
+    if fuse is True:
+        require_cpp_compiler("--fuse-norm-act=true", device, fix="use --fuse-norm-act=auto")
     tuned = device.type == "cpu" and tune_cpu_allocator()
     rate = matmul_rate(device)
-    raw = raw_bench(family, device, batch_size, steps, repeats, channels_last, compile, fuse_norm_act)
+    raw = raw_bench(family, device, batch_size, steps, repeats, channels_last, compile, fuse)
     if tuned:
         # Ratios are against the reference as users run it; the same-allocator ratio is kept beside them.
         default = plain_in_default_process(family, batch_size, steps, repeats)
@@ -456,7 +463,7 @@ def run_bench(
         "options": {
             "channels_last": channels_last,
             "compile": compile,
-            "fuse_norm_act": fuse_norm_act,
+            "fuse_norm_act": fuse,
             "batch_size": batch_size,
         },
         "workloads": summarise(raw, rate),
@@ -484,5 +491,6 @@ def format_bench(result: dict[str, Any]) -> str:
             f"{g['ms_per_step']:>9.2f}{g['share_of_matmul_rate']:>7.0%}{r['speedup']:>8.2f}x"
             + (f"{r['speedup_same_allocator']:>11.2f}x" if "speedup_same_allocator" in r else "")
             + (f"  (loss rel. error vs fp32 {r['loss_rel_error']:.1e})" if "loss_rel_error" in r else "")
+            + (f"  (first step {r['first_step_s']:.1f} s)" if r.get("first_step_s", 0) > 1 else "")
         )
     return "\n".join(lines)

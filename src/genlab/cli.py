@@ -207,7 +207,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for family in args.families or ["vae", "gan"]:
         device = resolve_device(args.device)
         result = run_bench(
-            family, device, args.batch_size, args.steps, args.repeats, args.channels_last, args.compile, args.fuse_norm_act
+            family,
+            device,
+            args.batch_size,
+            args.steps,
+            args.repeats,
+            args.channels_last,
+            args.compile,
+            {"auto": "auto", "true": True, "false": False}[args.fuse_norm_act],
         )
         print(format_bench(result))
         results.append(result)
@@ -305,8 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile genlab's side (compiled in the warm-up)")
     p.add_argument(
         "--fuse-norm-act",
-        action="store_true",
-        help="VAE: add a row for train.fuse_norm_act (compiled BatchNorm + LeakyReLU; needs a C++ compiler on CPU)",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="VAE: train.fuse_norm_act for genlab's train step (compiled BatchNorm + LeakyReLU); "
+        "when it fuses, an unfused row is added",
     )
     p.add_argument("--json")
     p.set_defaults(func=cmd_bench)

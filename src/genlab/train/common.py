@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from genlab.errors import ConfigError
+from genlab.models import layers
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -71,6 +72,23 @@ def require_cpp_compiler(option: str, device: torch.device, fix: str) -> None:
     """A one-line error where torch.compile would fail deep inside the first step."""
     if not can_compile(device):
         raise ConfigError(f"{option} on CPU needs a C++ compiler (g++ or clang++ on PATH, or CXX); install one or {fix}")
+
+
+def fuse_norm_act(model: nn.Module, setting: bool | str, device: torch.device, precision: str) -> bool:
+    """Apply train.fuse_norm_act to model's ConvBlocks; whether any pair may run compiled.
+
+    "auto" fuses where it was measured to pay (CPU, fp32, activations of FUSE_MIN_ELEMENTS and up)
+    when a C++ compiler is at hand, and falls back to the unfused layers if compiling fails.
+    """
+    if setting == "auto":
+        if device.type != "cpu" or precision != "fp32" or not can_compile(device):
+            return False
+        layers.set_fused_norm_act(model, True, layers.FUSE_MIN_ELEMENTS, strict=False)
+        return True
+    if setting:
+        require_cpp_compiler("train.fuse_norm_act=true", device, "set train.fuse_norm_act=false")
+    layers.set_fused_norm_act(model, bool(setting))
+    return bool(setting)
 
 
 def compile_engine(engine, device: torch.device):

@@ -23,10 +23,9 @@ from genlab.data import ImageData, iterate_batches, load_dataset
 from genlab.errors import ConfigError, GenlabError
 from genlab.eval.evaluate import quick_eval
 from genlab.models import build_model
-from genlab.models.layers import set_fused_norm_act
 from genlab.runs import model_shape, resolve_device
 from genlab.train import FAMILIES
-from genlab.train.common import compile_engine, make_precision, require_cpp_compiler
+from genlab.train.common import compile_engine, fuse_norm_act, make_precision
 from genlab.train.distributed import (
     any_rank,
     check_identical,
@@ -92,9 +91,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
             scaler.load_state_dict(state["scalers"][k])
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if t.fuse_norm_act:
-        require_cpp_compiler("train.fuse_norm_act=true", device, "set train.fuse_norm_act=false")
-        set_fused_norm_act(model, True)
+    fuse_norm_act(model, t.fuse_norm_act, device, t.precision)
     if device.type == "cuda" and isinstance(train_data, ImageData):
         train_data.images = train_data.images.to(device)  # small data sets live on the GPU: no copies per step
     engine = dist_wrap(config.family, model, device) if world.distributed else model
