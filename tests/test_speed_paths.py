@@ -174,14 +174,15 @@ def test_compile_without_a_cpp_compiler_is_one_line(
     assert err[-1].startswith(f"genlab: error: {option}=true on CPU needs a C++ compiler")
 
 
-def test_fused_norm_act_step_matches_eager() -> None:
+def tiny_vae() -> VanillaVAE:
     torch.manual_seed(0)
-    eager = VanillaVAE(3, 4, hidden_dims=(8, 16), image_size=16)
-    fused = VanillaVAE(3, 4, hidden_dims=(8, 16), image_size=16)
-    fused.load_state_dict(eager.state_dict())
-    set_fused_norm_act(fused, True)
+    return VanillaVAE(3, 4, hidden_dims=(8, 16), image_size=16).to(memory_format=torch.channels_last)
+
+
+def test_fused_norm_act_step_matches_eager() -> None:
+    eager, fused = tiny_vae(), set_fused_norm_act(tiny_vae(), True)  # the same seed: the same weights
     x = (torch.rand(12, 3, 16, 16) * 2 - 1).contiguous(memory_format=torch.channels_last)
-    losses = [loss_backward(m.to(memory_format=torch.channels_last), x) for m in (eager, fused)]
+    losses = [loss_backward(m, x) for m in (eager, fused)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for (name, a), b in zip(eager.named_parameters(), fused.parameters()):
         if not FEEDS_BATCHNORM.fullmatch(name):  # those have true gradient 0: both float noise
@@ -207,11 +208,6 @@ def test_fused_norm_act_option_runs_the_compiled_kernels(idx_data: Path, tmp_pat
 def test_fused_norm_act_is_refused_for_the_gan(idx_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(train_args("gan", idx_data, tmp_path / "run", "--max-steps", "1", "--set", "train.fuse_norm_act=true")) == 2
     assert "the GAN has none: set it false" in capsys.readouterr().err.strip().splitlines()[-1]
-
-
-def tiny_vae() -> VanillaVAE:
-    torch.manual_seed(0)
-    return VanillaVAE(3, 4, hidden_dims=(8, 16), image_size=16).to(memory_format=torch.channels_last)
 
 
 def test_auto_fusion_takes_the_pairs_from_the_threshold_up(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -182,11 +182,7 @@ def bench_vae(
             "genlab": timed(lambda: vae_step(unfused, fx, unfused_opt, loss, 0), device, steps, repeats),
         }
     amp = Precision(device.type, torch.bfloat16)
-    half = VanillaVAE().to(device)
-    half.load_state_dict(plain.state_dict())
-    if channels_last:
-        half = half.to(memory_format=torch.channels_last)
-    half_opt = {"opt": torch.optim.Adam(half.parameters(), lr=1e-4, fused=True)}
+    half, half_opt, _ = genlab_vae(False)  # fusion is fp32-only under auto
     results["train_bf16"] = {
         "plain": results["train"]["plain"],
         "genlab": timed(lambda: vae_step(half, fx, half_opt, loss, 0, amp=amp), device, steps, repeats),
