@@ -77,14 +77,19 @@ def test_train_resume_sample(family: str, idx_data: Path, tmp_path: Path) -> Non
     assert array.min() >= -1 and array.max() <= 1 and array.std() > 0
     assert main(["sample", str(one_go), "--n", "9", "--out", str(tmp_path / "s.png")]) == 0
     img = Image.open(tmp_path / "s.png")
-    assert img.size == (3 * 28 + 4 * 2, 3 * 28 + 4 * 2) and np.asarray(img).std() > 0
+    assert img.size == (6 * 92, 6 * 92) and np.asarray(img).std() > 0  # a 92-pixel grid, enlarged to >= 512
+    assert main(["sample", str(one_go), "--n", "9", "--scale", "1", "--out", str(tmp_path / "s1.png")]) == 0
+    small = np.asarray(Image.open(tmp_path / "s1.png"))
+    assert small.shape == (3 * 28 + 4 * 2, 3 * 28 + 4 * 2)
+    assert np.array_equal(np.asarray(img)[::6, ::6], small)  # nearest-neighbour: the same pixels, repeated
 
 
 def test_vae_reconstruct_and_interpolate(idx_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(train_args("vae", idx_data, run, "--max-steps", "4")) == 0
     assert main(["reconstruct", str(run), "--n", "6", "--out", str(tmp_path / "r.png")]) == 0
-    assert Image.open(tmp_path / "r.png").size == (8 * 28 + 9 * 2, 2 * 28 + 3 * 2)  # 6 pairs = 12 images, 8 a row
+    # 6 pairs = 12 images, 8 a row: 242 x 62 pixels, enlarged 3x to reach 512
+    assert Image.open(tmp_path / "r.png").size == (3 * (8 * 28 + 9 * 2), 3 * (2 * 28 + 3 * 2))
     assert main(["interpolate", str(run), "--pairs", "2", "--steps", "5", "--out", str(tmp_path / "i.npy")]) == 0
     assert np.load(tmp_path / "i.npy").shape == (10, 1, 28, 28)
     assert main(["reconstruct", str(run), "--out", str(tmp_path / "r.gif")]) == 2

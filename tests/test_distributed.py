@@ -17,6 +17,7 @@ from genlab.config import load_config
 from genlab.data import epoch_order, load_dataset, to_float
 from genlab.losses import vae_loss
 from genlab.models import build_model
+from genlab.runs import model_shape
 
 from conftest import assert_same_weights
 from test_cli import TINY
@@ -53,7 +54,7 @@ def single_process(family: str, data: Path) -> dict[str, torch.Tensor]:
     model = build_model(family, config.model)
     layout = torch.channels_last if config.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)  # as the default training path
-    train, _ = load_dataset(config.data, *((1, 32) if family == "vae" else (1, 28)))
+    train, _ = load_dataset(config.data, *model_shape(config))
     from genlab.train import FAMILIES
 
     opts = FAMILIES[family].make_optimizers(model, config)

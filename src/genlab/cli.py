@@ -40,6 +40,41 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def resume_changes(
+    family: str, saved: dict[str, Any], config_file: str | None, overrides: dict[str, Any]
+) -> tuple[list[str], dict[str, Any]]:
+    """What a resume command gives (config file and flags) against the saved run: the keys that would
+    change what is computed, as "key: saved in the run, new given", and the RESUMABLE keys' values.
+
+    Values are compared after the config's own type checks, so `--batch-size 64` equals a saved 64.
+    """
+    from genlab.config import load_config, read_file
+
+    given = dict.fromkeys(overrides)
+    if config_file:
+        for section, values in read_file(config_file).items():
+            if isinstance(values, dict):
+                given.update(dict.fromkeys(f"{section}.{k}" for k in values))
+    resolved = load_config(family, config_file, overrides).to_dict()
+    changed, allowed = [], {}
+    for key in given:
+        section, _, name = key.partition(".")
+        old, new = saved[section][name], resolved[section][name]
+        if key in RESUMABLE:
+            allowed[key] = new
+        elif _plain(old) != _plain(new):
+            changed.append(f"{key}: {_show(old)} in the run, {_show(new)} given")
+    return changed, allowed
+
+
+def _plain(value: Any) -> Any:
+    return list(map(_plain, value)) if isinstance(value, (list, tuple)) else value
+
+
+def _show(value: Any) -> str:
+    return json.dumps(_plain(value))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from genlab.config import from_dict, load_config
     from genlab.train.loop import train
@@ -53,15 +88,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved = from_dict(json.loads((run_dir / "config.json").read_text())).to_dict()
         if saved["family"] != args.family:
             raise GenlabError(f"{run_dir} is a {saved['family']} run; resume it with `genlab train {saved['family']} --resume`")
-        if args.config:
-            raise GenlabError("--resume reads the run's own config.json; drop --config")
-        fixed = sorted(k for k in overrides if k not in RESUMABLE)
-        if fixed:
-            raise GenlabError(f"cannot change {', '.join(fixed)} when resuming; only {', '.join(sorted(RESUMABLE))}")
+        if args.out and Path(args.out).resolve() != run_dir.resolve():
+            raise GenlabError(f"--out {args.out} is not the resumed run {run_dir}; a resumed run continues in its own folder: drop --out")
+        changed, allowed = resume_changes(args.family, saved, args.config, overrides)
+        if changed:
+            raise GenlabError(
+                f"cannot change {'; '.join(changed)} when resuming; only {', '.join(sorted(RESUMABLE))} may differ"
+            )
         # Stop conditions belong to an invocation: the resumed run gets only the ones given now.
         saved["train"].update(max_steps=None, time_budget=None)
         sections = {k: v for k, v in saved.items() if k != "family"}
-        config = load_config(args.family, None, {f"{s}.{k}": v for s, d in sections.items() for k, v in d.items()} | overrides)
+        config = load_config(args.family, None, {f"{s}.{k}": v for s, d in sections.items() for k, v in d.items()} | allowed)
     else:
         config = load_config(args.family, args.config, overrides)
         run_dir = Path(args.out or f"runs/{args.family}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -101,7 +138,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     images = torch.cat([model.sample(min(1024, args.n - i), generator=gen) for i in range(0, args.n, 1024)])
     size = _output_size(state)
     images = crop_to(images, size) if size else images
-    print(f"genlab: wrote {args.n} samples {tuple(images.shape[1:])} to {save_images(args.out, images)}")
+    print(f"genlab: wrote {args.n} samples {tuple(images.shape[1:])} to {save_images(args.out, images, scale=args.scale)}")
     return 0
 
 
@@ -130,7 +167,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     device = next(model.parameters()).device
     pairs = beside_reconstructions(model, _test_images(config, args.n, device), config.data.binarize)
     size = _output_size(state)
-    out = save_images(args.out, crop_to(pairs, size) if size else pairs, nrow=8)
+    out = save_images(args.out, crop_to(pairs, size) if size else pairs, nrow=8, scale=args.scale)
     print(f"genlab: wrote {len(pairs) // 2} test images beside their reconstructions to {out}")
     return 0
 
@@ -153,7 +190,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     z = (1 - w) * a[:n, None] + w * b[:n, None]  # (pairs, steps, latent): straight lines between posterior means
     images = model.to_image(model.decode(z.flatten(0, 1)))
     size = _output_size(state)
-    out = save_images(args.out, crop_to(images, size) if size else images, nrow=args.steps)
+    out = save_images(args.out, crop_to(images, size) if size else images, nrow=args.steps, scale=args.scale)
     print(f"genlab: wrote {n} interpolations of {args.steps} steps to {out}")
     return 0
 
@@ -240,8 +277,42 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def version_line() -> str:
+    """genlab's version, torch's, and the device a run would use: what a bug report needs."""
+    import platform
+
+    from genlab import __version__
+    from genlab.machine import cpu_summary
+
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} GPU(s))"
+    else:
+        device = f"cpu ({cpu_summary()})"
+    return f"genlab {__version__}, torch {torch.__version__}, python {platform.python_version()}, device {device}"
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print genlab's, torch's and python's versions and the device")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genlab", description="VAE / beta-VAE and vanilla GAN of the course notes.")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model family on a data set")
@@ -266,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("run", help="a run folder (or one of its checkpoint folders)")
         p.add_argument("--out", required=True, help=out_help)
         p.add_argument("--device", default="auto")
+        p.add_argument(
+            "--scale", type=_positive_int, help="PNG: enlarge the grid this many times (default: to at least 512 pixels)"
+        )
         p.set_defaults(func=func)
         return p
 

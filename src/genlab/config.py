@@ -135,12 +135,41 @@ class DataConfig:
 
 
 LOSSES = {"vae": VAELossConfig, "gan": GANLossConfig}
-# Family defaults where the notes' reference implementations differ (PyTorch-VAE vs PyTorch-GAN),
-# and the model shapes that fit the built-in Fashion-MNIST (28x28 grey, padded to 32 for the VAE).
+# Family defaults where the notes' reference implementations differ (PyTorch-VAE vs PyTorch-GAN).
+# The model's image shape, unless set, follows the data (data_shape_defaults).
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "vae": {"model": {"in_channels": 1, "image_size": 32}, "train": {"lr": 0.005, "betas": (0.9, 0.999)}},
+    "vae": {"model": {}, "train": {"lr": 0.005, "betas": (0.9, 0.999)}},
     "gan": {"model": {}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},
 }
+
+
+def data_shape_defaults(family: str, model: dict[str, Any], data: DataConfig) -> dict[str, Any]:
+    """The model keys that describe its images, taken from the data where the config leaves them unset.
+
+    Channels follow the data (an RGB folder gives 3, grey 1). IDX data keep their size (28), the VAE
+    padding it up to what its encoder can halve (32 for five blocks); image folders default to the
+    notes' 64x64.
+    """
+    from genlab.data import FOLDER_IMAGE_SIZE, native_shape
+
+    keys = ("in_channels", "image_size") if family == "vae" else ("img_shape",)
+    if all(k in model for k in keys):
+        return {}
+    channels, native = native_shape(data)
+    if family == "gan":
+        size = native or FOLDER_IMAGE_SIZE
+        return {"img_shape": (channels, size, size)}
+    out: dict[str, Any] = {}
+    if "in_channels" not in model:
+        out["in_channels"] = channels
+    if "image_size" not in model:
+        if native is None:
+            out["image_size"] = FOLDER_IMAGE_SIZE
+        else:
+            dims = model.get("hidden_dims")
+            factor = 2 ** len(dims if isinstance(dims, (list, tuple)) else MODELS["vae"][0].hidden_dims)
+            out["image_size"] = -(-native // factor) * factor
+    return out
 
 
 @dataclass(frozen=True)
@@ -281,6 +310,9 @@ def load_config(family: str, file: str | Path | None = None, overrides: dict[str
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         raw.setdefault(section, {})[key] = value
+    if isinstance(raw.get("model", {}), dict):
+        data = build_section(DataConfig, raw.get("data", {}), "data")
+        raw["model"] = {**data_shape_defaults(family, raw.get("model", {}), data), **raw.get("model", {})}
     return load_config_from_sections(family, raw)
 
 

@@ -392,3 +392,76 @@ def load_dataset(cfg, channels: int, size: int) -> tuple[ImageData | ImageFolder
     else:
         raise DataError(f"{folder} is streamed from disk and needs a test split; set data.val_fraction > 0")
     return train, test
+
+
+# ---------------------------------------------------------------- what the data looks like
+
+
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+FOLDER_IMAGE_SIZE = 64  # the notes' model: an image folder trains at 64x64 unless the config says otherwise
+
+
+def folder_channels(folder: Path, probe: int = 64) -> int:
+    """3 if any of the first `probe` images of folder is in colour, else 1 (grey)."""
+    for path in list_images(folder)[:probe]:
+        try:
+            with Image.open(path) as img:
+                mode = img.mode
+                if mode == "P":  # a palette image is grey only when its palette is
+                    img = img.convert("RGB")
+                    mode = "L" if np.ptp(np.asarray(img, dtype=np.int16), axis=2).max() == 0 else "RGB"
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+            continue  # unreadable files are reported when the data are decoded
+        if mode not in GREY_MODES:
+            return 3
+    return 1
+
+
+def native_shape(cfg) -> tuple[int, int | None]:
+    """(channels, size) of a DataConfig's images as stored; size None where images vary (folders).
+
+    A missing folder gives the grey defaults: load_dataset reports it with the fix.
+    """
+    name = cfg.dataset
+    if name in BUILTIN:
+        return 1, 28
+    path = Path(name).expanduser()
+    if is_idx_folder(path):
+        raw = read_idx_header(_find_idx(path, IDX_FILES["train"][0]))
+        return 1, raw[-1]
+    if path.is_dir():
+        return folder_channels(path), None
+    return 1, 28
+
+
+def read_idx_header(path: Path) -> tuple[int, ...]:
+    """The shape an IDX file declares, reading only its header."""
+    with path.open("rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    with opener(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[3] == 0 or head[3] > 4:
+            raise DataError(f"{path}: not an IDX file (bad magic number {head.hex() or 'empty'}); use the original file")
+        dims = f.read(4 * head[3])
+    return tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(len(dims) // 4))
+
+
+def describe(cfg, train, test, channels: int, size: int) -> str:
+    """One line: what a run trains on and how the images were fitted to the model."""
+    name = cfg.dataset
+    shape = f"{channels}×{size}×{size}"
+    if name in BUILTIN or is_idx_folder(Path(name)):
+        h, w = train.original_size
+        fitted = f"as {shape}" if (h, w) == (size, size) else (f"padded to {shape}" if cfg.fit == "pad" else f"resized to {shape}")
+        split = f"{len(train):,} train / {len(test):,} test" if test is not train else f"{len(train):,} train (validated on train)"
+        return f"data: {name}, {split} images (grey {h}×{w}), {fitted}"
+    folder = Path(name).expanduser()
+    stored = folder_channels(folder)
+    colour = "RGB" if stored == 3 else "grey"
+    if stored != channels:
+        colour += ", converted to RGB" if channels == 3 else ", converted to grey"
+    crop = f"center-cropped to {cfg.center_crop}×{cfg.center_crop} and " if cfg.center_crop else ""
+    held = f"{len(train):,} train / {len(test):,} validation" if test is not train else f"{len(train):,} train (validated on train)"
+    total = len(train) + (len(test) if test is not train else 0)
+    return f"data: {total:,} images from {folder} ({colour}), {crop}resized to {shape}; {held}"

@@ -82,9 +82,19 @@ def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def save_grid(path: str | Path, images: Tensor, nrow: int | None = None, scale: int = 1) -> Path:
-    """Atomically write images in [-1, 1] as a PNG grid."""
-    return atomic_write_bytes(path, png_bytes(make_grid(images, nrow), scale))
+MIN_GRID_PIXELS = 512  # grids of small images are enlarged to at least this, so they are visible on a screen
+MAX_AUTO_SCALE = 8
+
+
+def auto_scale(width: int, height: int) -> int:
+    """The nearest-neighbour factor that brings a grid's longer side to MIN_GRID_PIXELS (1 if it is there)."""
+    return max(1, min(MAX_AUTO_SCALE, math.ceil(MIN_GRID_PIXELS / max(width, height, 1))))
+
+
+def save_grid(path: str | Path, images: Tensor, nrow: int | None = None, scale: int | None = None) -> Path:
+    """Atomically write images in [-1, 1] as a PNG grid, enlarged by scale (None: auto_scale)."""
+    grid = make_grid(images, nrow)
+    return atomic_write_bytes(path, png_bytes(grid, scale or auto_scale(grid.shape[1], grid.shape[0])))
 
 
 def save_npy(path: str | Path, images: Tensor) -> Path:
@@ -93,8 +103,8 @@ def save_npy(path: str | Path, images: Tensor) -> Path:
     return atomic_write(path, lambda f: np.save(f, array))
 
 
-def save_images(path: str | Path, images: Tensor, nrow: int | None = None) -> Path:
-    """PNG grid or .npy array, by the file's suffix."""
+def save_images(path: str | Path, images: Tensor, nrow: int | None = None, scale: int | None = None) -> Path:
+    """PNG grid (enlarged by scale; None: auto_scale) or .npy array (never scaled), by the file's suffix."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
         return save_npy(path, images)
@@ -102,4 +112,4 @@ def save_images(path: str | Path, images: Tensor, nrow: int | None = None) -> Pa
         from genlab.errors import GenlabError
 
         raise GenlabError(f"cannot write {path.name}: the output must end in .png (grid) or .npy (array)")
-    return save_grid(path, images, nrow)
+    return save_grid(path, images, nrow, scale)

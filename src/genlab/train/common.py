@@ -91,6 +91,18 @@ def fuse_norm_act(model: nn.Module, setting: bool | str, device: torch.device, p
     return bool(setting)
 
 
+def first_step_compiles(config, fused: bool) -> str:
+    """What the first training step compiles ("" for nothing), for a notice before the bar stalls."""
+    if config.train.compile:
+        return "the model (train.compile = true)"
+    if fused and config.family == "vae":
+        m = config.model
+        # The largest BatchNorm + LeakyReLU pair is the final block's: hidden_dims[0] maps at full size.
+        if config.train.batch_size * m.hidden_dims[0] * m.image_size**2 >= layers.FUSE_MIN_ELEMENTS:
+            return "BatchNorm+LeakyReLU kernels (train.fuse_norm_act; false skips it)"
+    return ""
+
+
 def compile_engine(engine, device: torch.device):
     """torch.compile what the step drives: the VAE, or G and D separately (the GAN step calls each)."""
     require_cpp_compiler("train.compile=true", device, "set train.compile=false")

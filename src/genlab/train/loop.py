@@ -15,17 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
-
 from genlab import checkpoint as ckpt
 from genlab.config import RunConfig
-from genlab.data import ImageData, iterate_batches, load_dataset
+from genlab.data import ImageData, describe, iterate_batches, load_dataset
 from genlab.errors import ConfigError, GenlabError
 from genlab.eval.evaluate import quick_eval
 from genlab.models import build_model
 from genlab.runs import model_shape, resolve_device
 from genlab.train import FAMILIES
-from genlab.train.common import compile_engine, fuse_norm_act, make_precision
+from genlab.train.common import compile_engine, first_step_compiles, fuse_norm_act, make_precision
 from genlab.train.distributed import (
     any_rank,
     check_identical,
@@ -38,6 +36,7 @@ from genlab.train.distributed import setup as dist_setup
 from genlab.train.distributed import wrap as dist_wrap
 from genlab.train.guards import check_writable, stop_on_signals
 from genlab.train.outputs import RunFiles, restore, write_pictures
+from genlab.train.progress import Progress
 
 
 @dataclass
@@ -61,6 +60,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     channels, size = model_shape(config)
     train_data, test_data = load_dataset(config.data, channels, size)
+    if world.main:
+        print(f"genlab: {describe(config.data, train_data, test_data, channels, size)}")
     if world.distributed and t.nan_policy == "skip":
         # A rank that skips its backward would leave the others waiting in DDP's all-reduce.
         raise ConfigError('train.nan_policy = "skip" does not work under torchrun; use "stop" (the default)')
@@ -91,7 +92,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
             scaler.load_state_dict(state["scalers"][k])
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    fuse_norm_act(model, t.fuse_norm_act, device, t.precision)
+    compiling = first_step_compiles(config, fuse_norm_act(model, t.fuse_norm_act, device, t.precision))
     if device.type == "cuda" and isinstance(train_data, ImageData):
         train_data.images = train_data.images.to(device)  # small data sets live on the GPU: no copies per step
     engine = dist_wrap(config.family, model, device) if world.distributed else model
@@ -103,15 +104,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     out_files = RunFiles(run_dir, state["step"]) if world.main else None
     flag: dict[str, int] = {}
     started, window_start, reason, bad = time.monotonic(), time.monotonic(), "done", None
-    bar = tqdm(
-        total=total,
-        initial=state["step"],
-        disable=quiet or not world.main,
-        unit="step",
-        dynamic_ncols=True,
-        desc=config.family,
-        mininterval=0.1 if sys.stderr.isatty() else 10.0,  # logs get a line every 10 s, not a flood
-    )
+    bar = Progress(total, state["step"], t.time_budget, quiet or not world.main, config.family)
+    if compiling:
+        bar.notice(f"genlab: the first step compiles {compiling}: ~15 s the first time, ~3 s once cached")
 
     def check_finite() -> None:
         if bad is not None and any_rank(int(bad) >= 0, world, device):
@@ -158,7 +153,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
                     state["window_steps"] += 1
                 state["step"] += 1
                 state["batch"] += 1
-                bar.update(1)
+                bar.update(state["step"])
                 if state["step"] % t.log_every == 0 and state["window_steps"]:
                     check_finite()
                     elapsed = time.monotonic() - window_start
@@ -197,7 +192,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
                 save()
                 if state["step"] >= total and reason == "done":
                     reason = "max_steps" if t.max_steps and state["step"] >= t.max_steps else "done"
-    bar.close()
+    bar.close(state["step"])
     if state["batch"] or reason != "done":
         pictures("last.png")
         save()

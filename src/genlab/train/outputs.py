@@ -84,7 +84,7 @@ def write_pictures(path: Path, family, model, test: ImageData, noise, device, co
     grids = [crop_to(g, test.original_size) for g in family.pictures(model, test, noise, device, config.data.binarize)]
     nrow = math.isqrt(noise.shape[0])
     images = _side_by_side(grids, nrow) if len(grids) > 1 else grids[0]
-    save_grid(path, images, nrow=nrow * len(grids), scale=2)
+    save_grid(path, images, nrow=nrow * len(grids))
 
 
 def _side_by_side(grids: list[torch.Tensor], nrow: int) -> torch.Tensor:
