@@ -95,7 +95,8 @@ def test_bar_counts_what_a_time_budget_will_run(idx_data: Path, tmp_path: Path, 
             bars.append(self)
 
     monkeypatch.setattr(loop, "Progress", Recorded)
-    args = [a for a in train_args("gan", idx_data, tmp_path / "run", "--epochs", "100000", "--time-budget", "3") if a != "--quiet"]
+    args = train_args("gan", idx_data, tmp_path / "run", "--epochs", "100000", "--time-budget", "3")
+    args.remove("--quiet")
     assert main(args) == 0
     step = ckpt.load_state(ckpt.find_checkpoint(tmp_path / "run"))["step"]
     totals = bars[0].totals

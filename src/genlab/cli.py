@@ -89,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if saved["family"] != args.family:
             raise GenlabError(f"{run_dir} is a {saved['family']} run; resume it with `genlab train {saved['family']} --resume`")
         if args.out and Path(args.out).resolve() != run_dir.resolve():
-            raise GenlabError(f"--out {args.out} is not the resumed run {run_dir}; a resumed run continues in its own folder: drop --out")
+            raise GenlabError(f"--out {args.out} is not the resumed run {run_dir}; a resumed run stays in its folder: drop --out")
         changed, allowed = resume_changes(args.family, saved, args.config, overrides)
         if changed:
             raise GenlabError(

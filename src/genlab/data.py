@@ -449,19 +449,19 @@ def read_idx_header(path: Path) -> tuple[int, ...]:
 
 def describe(cfg, train, test, channels: int, size: int) -> str:
     """One line: what a run trains on and how the images were fitted to the model."""
-    name = cfg.dataset
-    shape = f"{channels}×{size}×{size}"
+    name, shape = cfg.dataset, f"{channels}×{size}×{size}"
+    separate = test is not train
     if name in BUILTIN or is_idx_folder(Path(name)):
         h, w = train.original_size
-        fitted = f"as {shape}" if (h, w) == (size, size) else (f"padded to {shape}" if cfg.fit == "pad" else f"resized to {shape}")
-        split = f"{len(train):,} train / {len(test):,} test" if test is not train else f"{len(train):,} train (validated on train)"
-        return f"data: {name}, {split} images (grey {h}×{w}), {fitted}"
+        fitted = "as" if (h, w) == (size, size) else "padded to" if cfg.fit == "pad" else "resized to"
+        split = f"{len(train):,} train / {len(test):,} test" if separate else f"{len(train):,} train (validated on train)"
+        return f"data: {name}, {split} images (grey {h}×{w}), {fitted} {shape}"
     folder = Path(name).expanduser()
     stored = folder_channels(folder)
     colour = "RGB" if stored == 3 else "grey"
     if stored != channels:
         colour += ", converted to RGB" if channels == 3 else ", converted to grey"
     crop = f"center-cropped to {cfg.center_crop}×{cfg.center_crop} and " if cfg.center_crop else ""
-    held = f"{len(train):,} train / {len(test):,} validation" if test is not train else f"{len(train):,} train (validated on train)"
-    total = len(train) + (len(test) if test is not train else 0)
+    held = f"{len(train):,} train / {len(test):,} validation" if separate else f"{len(train):,} train (validated on train)"
+    total = len(train) + (len(test) if separate else 0)
     return f"data: {total:,} images from {folder} ({colour}), {crop}resized to {shape}; {held}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from genlab import checkpoint as ckpt
 from genlab.config import RunConfig
 from genlab.data import ImageData, describe, iterate_batches, load_dataset
