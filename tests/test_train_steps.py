@@ -59,38 +59,42 @@ def test_gan_step_matches_the_notes_loop() -> None:
 
 def test_each_optimiser_updates_only_its_own_network_and_d_sees_detached_fakes() -> None:
     gan = small_gan()
+    before = copy.deepcopy(gan)
     opts = {"opt_g": adam(gan.generator.parameters()), "opt_d": adam(gan.discriminator.parameters())}
-    g0 = copy.deepcopy(gan.generator.state_dict())
-    d0 = copy.deepcopy(gan.discriminator.state_dict())
     seen = {}
 
-    def before_g(opt, args, kwargs):
-        seen["d_grads_in_g_step"] = [p.grad for p in gan.discriminator.parameters()]
+    def grads(net: torch.nn.Module) -> list[torch.Tensor]:
+        return [p.grad.clone() for p in net.parameters()]
 
-    def after_g(opt, args, kwargs):
-        seen["d_after_g"] = copy.deepcopy(gan.discriminator.state_dict())
-        seen["g_after_g"] = copy.deepcopy(gan.generator.state_dict())
-        seen["g_grads"] = [p.grad.clone() for p in gan.generator.parameters()]
+    def weights(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return copy.deepcopy(net.state_dict())
 
-    def before_d(opt, args, kwargs):
-        seen["g_grads_at_d_step"] = [p.grad.clone() for p in gan.generator.parameters()]
+    opts["opt_g"].register_step_pre_hook(lambda *a: seen.update(g_grads=grads(gan.generator), d=weights(gan.discriminator)))
+    opts["opt_g"].register_step_post_hook(lambda *a: seen.update(d_after_g=weights(gan.discriminator)))
+    opts["opt_d"].register_step_pre_hook(lambda *a: seen.update(d_grads=grads(gan.discriminator), g=weights(gan.generator)))
+    opts["opt_d"].register_step_post_hook(lambda *a: seen.update(g_after_d=weights(gan.generator)))
+    real = torch.rand(16, 1, 8, 8) * 2 - 1
+    torch.manual_seed(5)
+    gan_step(gan, real, opts, GANLossConfig(), 0)
 
-    opts["opt_g"].register_step_pre_hook(before_g)
-    opts["opt_g"].register_step_post_hook(after_g)
-    opts["opt_d"].register_step_pre_hook(before_d)
-    gan_step(gan, torch.rand(16, 1, 8, 8) * 2 - 1, opts, GANLossConfig(), 0)
-
-    # G step: D unchanged and no gradient computed for D.
-    assert all(g is None for g in seen["d_grads_in_g_step"])
-    for k, v in d0.items():
-        torch.testing.assert_close(seen["d_after_g"][k], v)
-    assert any(not torch.equal(seen["g_after_g"][k], v) for k, v in g0.items() if v.is_floating_point())
-    # D step: the D loss put no gradient into G (fakes detached), and G's weights did not move.
-    for a, b in zip(seen["g_grads"], seen["g_grads_at_d_step"]):
-        torch.testing.assert_close(a, b)
-    for k, v in seen["g_after_g"].items():
-        torch.testing.assert_close(gan.generator.state_dict()[k], v)
-    assert any(not torch.equal(gan.discriminator.state_dict()[k], v) for k, v in d0.items())
+    # The notes' two steps by hand from the same start and noise: G's gradient of the G loss, then
+    # D's gradient of the D loss on the detached fakes, before any update.
+    torch.manual_seed(5)
+    fake = before.generator(torch.randn(16, 8))
+    g_loss = F.binary_cross_entropy_with_logits(before.discriminator.logits(fake), torch.ones(16, 1))
+    want_g = torch.autograd.grad(g_loss, list(before.generator.parameters()))
+    real_loss = F.binary_cross_entropy_with_logits(before.discriminator.logits(real), torch.ones(16, 1))
+    fake_loss = F.binary_cross_entropy_with_logits(before.discriminator.logits(fake.detach()), torch.zeros(16, 1))
+    want_d = torch.autograd.grad((real_loss + fake_loss) / 2, list(before.discriminator.parameters()))
+    for got, want in [*zip(seen["g_grads"], want_g), *zip(seen["d_grads"], want_d)]:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    # Each optimiser moves its own network only.
+    for k, v in seen["d"].items():
+        torch.testing.assert_close(seen["d_after_g"][k], v, rtol=0, atol=0)
+    for k, v in seen["g"].items():
+        torch.testing.assert_close(seen["g_after_d"][k], v, rtol=0, atol=0)
+    moved = [not torch.equal(a, b) for a, b in zip(gan.state_dict().values(), before.state_dict().values())]
+    assert any(moved[: len(gan.generator.state_dict())]) and any(moved[len(gan.generator.state_dict()) :])
 
 
 def test_vae_step_lowers_the_loss_on_a_fixed_batch() -> None:

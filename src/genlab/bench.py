@@ -23,6 +23,7 @@ from genlab.allocator import tune_cpu_allocator
 from genlab.config import GANLossConfig, VAELossConfig
 from genlab.data import ImageData, iterate_batches, to_float
 from genlab.losses import gan_d_loss
+from genlab.machine import cpu_summary
 from genlab.models import GAN, VanillaVAE
 from genlab.models.layers import set_fast_paths
 from genlab.train.common import Precision, fuse_norm_act, require_cpp_compiler
@@ -448,6 +449,8 @@ def run_bench(
     return {
         "family": family,
         "device": str(device),
+        # Ratios move with the CPU (its kernels, its allocator costs): every figure carries the machine.
+        "machine": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_summary(),
         "peak_memory_bytes": memory,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -472,7 +475,8 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{'workload':<18}{'batch':>6}{'MFLOP/img':>10}{'plain img/s':>13}{'genlab img/s':>14}"
         f"{'ms/step':>9}{'share':>7}{'speedup':>9}{'same alloc.':>12}",
     ]
-    lines.insert(1, f"allocator: {result.get('allocator', 'default for both')}")
+    lines.insert(1, f"machine: {result.get('machine', 'not recorded')}")
+    lines.insert(2, f"allocator: {result.get('allocator', 'default for both')}")
     mem = result.get("peak_memory_bytes")
     if mem:
         what = f"peak RSS of the train step (median of {PEAK_MEMORY_PROCESSES} processes)"

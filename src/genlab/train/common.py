@@ -63,6 +63,28 @@ def update(opt: Optimizer, loss: Tensor, skip_nonfinite: bool = False, scaler: t
     scaler.update()
 
 
+def backward(
+    loss: Tensor,
+    params: list[Tensor],
+    skip_nonfinite: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
+    retain_graph: bool = False,
+) -> bool:
+    """Gradients of loss into params' .grad, and only theirs; False (nothing computed) for a skipped NaN/Inf loss."""
+    if skip_nonfinite and not bool(loss.isfinite()):
+        return False
+    (loss if scaler is None else scaler.scale(loss)).backward(inputs=params, retain_graph=retain_graph)
+    return True
+
+
+def step(opt: Optimizer, scaler: torch.amp.GradScaler | None = None) -> None:
+    if scaler is None:
+        opt.step()
+        return
+    scaler.step(opt)  # skips the step when the unscaled gradients hold inf/NaN
+    scaler.update()
+
+
 def can_compile(device: torch.device) -> bool:
     """Whether torch.compile can build kernels here: inductor writes C++ for CPU."""
     return device.type != "cpu" or any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++") if c)

@@ -13,7 +13,8 @@ from genlab.config import GANLossConfig, RunConfig
 from genlab.data import ImageData, to_float
 from genlab.losses import gan_d_loss, gan_g_loss
 from genlab.models.gan import GAN
-from genlab.train.common import FP32, Precision, update
+from genlab.train.common import FP32, Precision, backward, update
+from genlab.train.common import step as optimizer_step
 
 LOG_KEYS = ("g_loss", "d_loss", "d_real", "d_fake")
 
@@ -42,32 +43,54 @@ def gan_step(
 
     model.generator / model.discriminator may be DistributedDataParallel wrappers (train/loop.py).
     """
-    opt_g, opt_d = optimizers["opt_g"], optimizers["opt_d"]
     g, d = model.generator, model.discriminator
     z = torch.randn(real.size(0), model.config.latent_dim, device=real.device)
-    # D's weights need no gradient in the G step (opt_d zeroes it anyway), so skip computing it;
-    # G's gradient is unchanged. Under DDP every parameter must take part in each backward.
-    freeze_d = not isinstance(getattr(d, "_orig_mod", d), DistributedDataParallel)
+    if isinstance(d, DistributedDataParallel) or hasattr(d, "_orig_mod"):  # DDP or torch.compile: see _two_forwards
+        return _two_forwards(model, real, z, optimizers, loss, skip_nonfinite, amp)
+    opt_g, opt_d = optimizers["opt_g"], optimizers["opt_d"]
+    # The notes' G step scores G(z) with D, then their D step scores the same detached G(z) with the
+    # same D (D is not updated in between): one D forward over [real; G(z)] serves both. Each
+    # loss then takes gradients into its own network only, which is the notes' update exactly.
+    with amp.autocast():
+        fake = g(z)
+        scores = d(torch.cat([real, fake]), logits=loss.logits)
+        real_scores, fake_scores = scores.float().split(real.size(0))
+        g_loss = gan_g_loss(fake_scores, loss.logits)  # 1. G: make D call the fakes real
+        d_loss = gan_d_loss(real_scores, fake_scores, loss.logits)  # 2. D: real -> 1, fakes -> 0, averaged
+    opt_g.zero_grad(set_to_none=True)
+    opt_d.zero_grad(set_to_none=True)
+    # D's weights get no gradient from g_loss and G's none from d_loss (the notes' detach).
+    g_ok = backward(g_loss, list(g.parameters()), skip_nonfinite, amp.scaler("opt_g"), retain_graph=True)
+    d_ok = backward(d_loss, list(d.parameters()), skip_nonfinite, amp.scaler("opt_d"))
+    if g_ok:
+        optimizer_step(opt_g, amp.scaler("opt_g"))
+    if d_ok:
+        optimizer_step(opt_d, amp.scaler("opt_d"))
+    return _outputs(g_loss, d_loss, real_scores, fake_scores, loss.logits)
 
-    # 1. Generator: make D call the fakes real.
-    if freeze_d:
-        d.requires_grad_(False)
+
+def _two_forwards(
+    model: GAN, real: Tensor, z: Tensor, optimizers: dict[str, Optimizer], loss: GANLossConfig, skip: bool, amp: Precision
+) -> dict[str, Tensor]:
+    """The notes' two steps as written: DistributedDataParallel wants one backward per forward, and
+    torch.compile's backward (donated buffers) cannot retain its graph for a second one."""
+    opt_g, opt_d = optimizers["opt_g"], optimizers["opt_d"]
+    g, d = model.generator, model.discriminator
     with amp.autocast():
         fake = g(z)
         g_loss = gan_g_loss(d(fake, logits=loss.logits), loss.logits)
-    update(opt_g, g_loss, skip_nonfinite, amp.scaler("opt_g"))
-    if freeze_d:
-        d.requires_grad_(True)
-
-    # 2. Discriminator: real -> 1, detached fakes -> 0, (real_loss + fake_loss) / 2. One forward
-    #    over both halves: D has no batch statistics, so this equals two calls, and DDP needs one.
+    update(opt_g, g_loss, skip, amp.scaler("opt_g"))
     with amp.autocast():
+        # One forward over both halves: D has no batch statistics, so this equals two calls, and DDP needs one.
         scores = d(torch.cat([real, fake.detach()]), logits=loss.logits)  # detach: no gradient into G
         real_scores, fake_scores = scores.float().split(real.size(0))
         d_loss = gan_d_loss(real_scores, fake_scores, loss.logits)
-    update(opt_d, d_loss, skip_nonfinite, amp.scaler("opt_d"))
+    update(opt_d, d_loss, skip, amp.scaler("opt_d"))
+    return _outputs(g_loss, d_loss, real_scores, fake_scores, loss.logits)
 
-    prob = torch.sigmoid if loss.logits else (lambda t: t)
+
+def _outputs(g_loss: Tensor, d_loss: Tensor, real_scores: Tensor, fake_scores: Tensor, logits: bool) -> dict[str, Tensor]:
+    prob = torch.sigmoid if logits else (lambda t: t)
     return {
         "g_loss": g_loss.detach().float(),
         "d_loss": d_loss.detach().float(),

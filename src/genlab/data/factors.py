@@ -1,0 +1,154 @@
+"""Data sets with known generative factors: dSprites (Matthey et al. 2017) and `shapes`, its procedural twin.
+
+Both hold every combination of shape (3), scale (6), orientation (40), posX (32) and posY (32)
+exactly once, posY varying fastest: 737,280 images, so image i has the factors
+`np.unravel_index(i, FACTOR_SIZES)`. The disentanglement protocols (disentanglement_lib) sample
+factors from the whole set; there is no held-out split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlab.data.idx import default_root, download, md5_of
+from genlab.data.images import Factors, ImageData
+from genlab.errors import DataError
+from genlab.io import atomic_write
+
+FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
+FACTOR_SIZES = (3, 6, 40, 32, 32)
+SHAPES = ("square", "ellipse", "heart")
+DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+DSPRITES_URL = f"https://github.com/google-deepmind/dsprites-dataset/raw/master/{DSPRITES_FILE}"
+DSPRITES_MD5 = "7da33b31b13a06f4b04a70402ce90c2e"
+FACTOR_SETS = ("shapes", "dsprites")
+VALIDATION_IMAGES = 10_000  # a fixed sample of the set for the per-epoch losses and pictures
+SHAPES_SIZES = (32, 64)
+
+
+def load_factor_set(name: str, root: str | None, download_missing: bool, size: int | None) -> tuple[ImageData, ImageData]:
+    """(all images, a fixed sample of them for validation) of a factor data set, uint8 (N, 1, H, W) in {0..255}."""
+    if name == "shapes":
+        images = shapes_images(size or 64, Path(root) if root else default_root("shapes"))
+        classes = np.stack(np.unravel_index(np.arange(len(images)), FACTOR_SIZES), axis=1)
+        sizes = FACTOR_SIZES
+    else:
+        images, classes, sizes = load_dsprites(Path(root) if root else default_root("dsprites"), download_missing)
+    factors = Factors(classes.astype(np.int64), FACTOR_NAMES, tuple(sizes))
+    side = images.shape[-1]
+    train = ImageData(images, None, name, (side, side), factors)
+    pick = np.sort(np.random.default_rng(0).permutation(len(images))[: min(VALIDATION_IMAGES, len(images))])
+    picked = Factors(factors.classes[pick], FACTOR_NAMES, tuple(sizes))
+    test = ImageData(images[torch.from_numpy(pick)], None, name, (side, side), picked)
+    return train, test
+
+
+# ---------------------------------------------------------------- dSprites
+
+
+def load_dsprites(folder: Path, download_missing: bool) -> tuple[torch.Tensor, np.ndarray, tuple[int, ...]]:
+    """dSprites' images (N, 1, 64, 64) uint8 in {0, 255}, factor classes (N, 5) without the constant colour, sizes."""
+    path = folder / DSPRITES_FILE
+    if not path.is_file():
+        if not download_missing:
+            raise DataError(f"dsprites: {path} is missing; put {DSPRITES_FILE} (MD5 {DSPRITES_MD5}) there, or allow download")
+        download(DSPRITES_URL, path, DSPRITES_MD5)
+    got = md5_of(path)
+    if got != DSPRITES_MD5:
+        raise DataError(f"{path}: MD5 {got}, expected {DSPRITES_MD5}; delete it and download {DSPRITES_FILE} again")
+    try:
+        # allow_pickle=False: the file's `metadata` entry is a pickle, and is never read.
+        with np.load(path, allow_pickle=False) as npz:
+            imgs, classes = npz["imgs"], npz["latents_classes"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: not a dSprites npz ({e}); delete it and download {DSPRITES_FILE} again") from None
+    if imgs.ndim != 3 or classes.ndim != 2 or classes.shape != (len(imgs), 6):
+        raise DataError(f"{path}: expected imgs (N, 64, 64) and latents_classes (N, 6), got {imgs.shape} and {classes.shape}")
+    classes = classes[:, 1:]  # colour: one value
+    sizes = tuple(int(s) for s in classes.max(axis=0) + 1)
+    if not np.array_equal(np.ravel_multi_index(classes.T, sizes), np.arange(len(classes))):
+        raise DataError(f"{path}: factors are not every combination once, posY fastest; download {DSPRITES_FILE} again")
+    return torch.from_numpy(imgs).unsqueeze(1).mul_(255), classes, sizes
+
+
+# ---------------------------------------------------------------- shapes, the procedural twin
+
+# Geometry on the 64x64 canvas, in pixels. Positions move the sprite centre by one pixel a step over
+# 32 steps (dSprites moves about 1.5 px a step); scale 1 is a shape of radius ~10 px.
+_CANVAS = 64
+_FIRST_CENTRE = 16.0  # centre of the sprite at pos 0; at pos 31 it is 47.0
+_RADIUS = 10.0
+_PAD = 32  # sprites are drawn on a (64 + 2 * _PAD)^2 canvas and cut out at each position
+
+
+def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Whether local coordinates (unit radius, v up) are inside the shape."""
+    if shape == 0:  # square of half-side 0.8
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.8
+    if shape == 1:  # ellipse, 2:1
+        return u**2 + (v / 0.5) ** 2 <= 1.0
+    x, y = u * 1.2, v * 1.2 - 0.1  # heart curve (x^2 + y^2 - 1)^3 <= x^2 y^3, spans about [-1, 1]
+    return (x**2 + y**2 - 1) ** 3 - x**2 * y**3 <= 0
+
+
+def render_sprites() -> np.ndarray:
+    """(3, 6, 40, 128, 128) bool: every shape, scale and orientation centred on a padded canvas.
+
+    A pixel is set when its centre lies inside the rotated, scaled shape: binary like dSprites, no
+    antialiasing. Orientation spans 0..2pi with both ends (as in dSprites, 0 and 2pi are one image).
+    """
+    side = _CANVAS + 2 * _PAD
+    centre = _PAD + _FIRST_CENTRE
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float64) + 0.5
+    dx, dy = xx - centre, centre - yy  # y up
+    out = np.zeros((3, 6, 40, side, side), dtype=bool)
+    for k, scale in enumerate(np.linspace(0.5, 1.0, 6)):
+        r = _RADIUS * scale
+        for o, theta in enumerate(np.linspace(0.0, 2 * np.pi, 40)):
+            c, s = np.cos(theta), np.sin(theta)
+            u, v = (c * dx + s * dy) / r, (-s * dx + c * dy) / r
+            for shape in range(3):
+                out[shape, k, o] = _inside(shape, u, v)
+    return out
+
+
+def generate_shapes(size: int) -> np.ndarray:
+    """All 737,280 images of `shapes` at size x size, uint8 (N, size, size).
+
+    64: binary {0, 255}. 32: the 64x64 image averaged over 2x2 blocks (so edges are grey).
+    """
+    if size not in SHAPES_SIZES:
+        raise DataError(f"data.image_size={size}: shapes is rendered at {' or '.join(map(str, SHAPES_SIZES))}")
+    sprites = render_sprites().reshape(720, _CANVAS + 2 * _PAD, _CANVAS + 2 * _PAD)
+    starts = _PAD - np.arange(FACTOR_SIZES[3])  # moving the centre right/down by p = cutting the window p up-left
+    out = np.empty((720, FACTOR_SIZES[3], FACTOR_SIZES[4], size, size), dtype=np.uint8)
+    for i, sprite in enumerate(sprites):
+        windows = np.lib.stride_tricks.sliding_window_view(sprite, (_CANVAS, _CANVAS))
+        cut = windows[starts[None, :], starts[:, None]]  # (pos_x, pos_y, 64, 64): rows follow pos_y
+        if size == 64:
+            out[i] = cut * np.uint8(255)
+        else:
+            blocks = cut.reshape(*cut.shape[:2], 32, 2, 32, 2).sum(axis=(3, 5), dtype=np.uint16)
+            out[i] = (blocks * 255 + 2) // 4
+    return out.reshape(-1, size, size)
+
+
+def shapes_images(size: int, cache_dir: Path) -> torch.Tensor:
+    """`shapes` at size, (N, 1, size, size) uint8, generated once and then read from cache_dir."""
+    path = cache_dir / f"shapes-{size}.npy"
+    if path.is_file():
+        try:
+            images = np.load(path, allow_pickle=False)
+            if images.shape == (int(np.prod(FACTOR_SIZES)), size, size) and images.dtype == np.uint8:
+                return torch.from_numpy(images).unsqueeze(1)
+        except (OSError, ValueError):
+            pass  # a torn or foreign cache file: generate again
+    images = generate_shapes(size)
+    try:
+        atomic_write(path, lambda f: np.save(f, images))
+    except OSError:
+        pass  # no cache (a read-only home): generated again next time, the same images
+    return torch.from_numpy(images).unsqueeze(1)
