@@ -195,21 +195,78 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+@torch.no_grad()
+def cmd_traverse(args: argparse.Namespace) -> int:
+    from genlab.data import crop_to
+    from genlab.io import save_gif, save_images
+    from genlab.runs import load_run
+    from genlab.traversal import dim_inactive, traverse
+
+    if args.steps < 2 or args.range <= 0 or (args.dims is not None and args.dims < 1):
+        raise GenlabError("--steps must be >= 2, --range > 0 and --dims >= 1")
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in (".png", ".gif", ".npy"):
+        raise GenlabError(f"cannot write {Path(args.out).name}: the output must end in .png, .gif or .npy")
+    config, model, state = load_run(args.run, args.device)
+    reference = _test_images(config, 500, torch.device("cpu")) if config.family == "vae" else None
+    if reference is not None and not 0 <= args.index < len(reference):
+        raise GenlabError(f"--index must be in [0, {len(reference) - 1}], got {args.index}")
+    t = traverse(model, config.family, reference, config.data.binarize, args.index, args.dims, args.range, args.steps, args.seed)
+    size = _output_size(state)
+    images = dim_inactive(t)
+    images = crop_to(images, size) if size else images
+    if suffix == ".gif":
+        grid = images.view(len(t.dims), t.steps, *images.shape[1:])
+        frames = [grid[:, s] for s in (*range(t.steps), *range(t.steps - 2, 0, -1))]  # there and back
+        out = save_gif(args.out, frames, nrow=len(t.dims), scale=args.scale)
+    else:
+        out = save_images(args.out, images, nrow=t.steps, scale=args.scale)
+    if config.family == "vae":
+        rows = ", ".join(f"z{d} {k:.2f}" + ("" if a else " (inactive)") for d, k, a in zip(t.dims, t.kl, t.active))
+        print(f"genlab: rows by KL (nats): {rows}")
+    print(f"genlab: wrote a traversal of {len(t.dims)} dimensions over [-{args.range}, {args.range}] to {out}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from genlab.eval.evaluate import evaluate, format_table
     from genlab.io import atomic_write_bytes
-    from genlab.runs import load_run, test_split
+    from genlab.runs import load_run, splits
 
     for name in ("n", "k", "nll_n"):
         if getattr(args, name) <= 0:
             raise GenlabError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     config, model, state = load_run(args.run, args.device)
-    result = evaluate(config, model, state, test_split(config), args.n, args.seed, args.nll_n, args.k, args.inception)
+    train, test = splits(config)
+    factor_data = train if getattr(train, "factors", None) is not None else None
+    if config.family == "vae" and factor_data is None:
+        print(f"genlab: {config.data.dataset} has no known factors: disentanglement metrics are the unsupervised part only")
+    args_ = (args.n, args.seed, args.nll_n, args.k, args.inception, factor_data, args.sampled)
+    result = evaluate(config, model, state, test, *args_)
     result["run"] = str(args.run)
     print(format_table(result))
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
         print(f"genlab: wrote {args.json}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from genlab.sweep import parse_values, run_sweep
+
+    key, values = parse_values(args.values)
+    if args.seeds < 1:
+        raise GenlabError(f"--seeds must be >= 1, got {args.seeds}")
+    overrides = parse_set(args.set)
+    if args.data:
+        overrides["data.dataset"] = args.data
+    out = Path(args.out or f"runs/sweep-{key}-{time.strftime('%Y%m%d-%H%M%S')}")
+    summary = run_sweep(args.family, key, values, list(range(args.seeds)), out, args.config, overrides, args.time_budget)
+    for row in summary["by_value"]:
+        names = [n for n in ("neg_elbo", "recon", "mig", "factor_vae_score") if n in row]
+        figures = ", ".join(f"{n} {row[n]:.3f} ± {row[n + '_std']:.3f}" for n in names)
+        print(f"{key}={row['value']}: {figures}")
+    print(f"genlab: wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
     return 0
 
 
@@ -352,6 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=8)
     p.add_argument("--steps", type=int, default=10)
 
+    p = run_command("traverse", "one row per latent dimension (VAE: sorted by KL), decoded along it", cmd_traverse,
+                    out_help="FILE.png (grid), FILE.gif (animated) or FILE.npy")  # fmt: skip
+    p.add_argument("--dims", type=int, help="how many dimensions (VAE: the highest-KL ones; default all, GAN 10)")
+    p.add_argument("--range", type=float, default=2.0, help="move each coordinate over [-range, range]")
+    p.add_argument("--steps", type=int, default=9)
+    p.add_argument("--index", type=int, default=0, help="VAE: which test image's code is the seed")
+    p.add_argument("--seed", type=int, default=0, help="GAN: the seed of z")
+
     p = sub.add_parser("eval", help="metrics of a trained run: FD, precision/recall, IS-style score, NLL, D health")
     p.add_argument("run")
     p.add_argument("--n", type=int, default=10_000, help="samples (and test images) for the sample-quality metrics")
@@ -360,8 +425,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the result to this JSON file")
     p.add_argument("--inception", action="store_true", help="also the standard Inception FID (needs pytorch-fid)")
+    p.add_argument("--sampled", action="store_true", help="VAE: factor metrics on sampled z, not the posterior mean")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sweep", help="train one config key over several values and seeds; quality vs disentanglement")
+    p.add_argument("family", choices=["vae"])
+    p.add_argument("--values", required=True, metavar="SECTION.KEY=V1,V2,...", help="e.g. loss.beta=1,2,4,8,16")
+    p.add_argument("--config", help="TOML or YAML config every run starts from")
+    p.add_argument("--data", help="data set (shapes, dsprites, fashion-mnist, ...); factor metrics need shapes or dsprites")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="training time of each run")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for every value")
+    p.add_argument("--out", help="sweep folder (default runs/sweep-KEY-DATE); an interrupted sweep continues in it")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="any config key, for every run")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("calibrate", help="the metrics' scale: real data, noise and a pixel Gaussian vs the test set")
     p.add_argument("--data", default="fashion-mnist")

@@ -6,8 +6,10 @@ impossible values name the key and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
+import math
 import sys
 import types
 import typing
@@ -30,15 +32,27 @@ class VAELossConfig:
 
     kld_weight: float = 0.00025  # PyTorch-VAE's vae.yaml; also fixes the Gaussian decoder variance (losses.py)
     beta: float = 1.0
-    loss_type: str = "beta"  # "beta": recon + beta*w*KL; "capacity": recon + gamma*w*|KL - C(step)|
+    # beta in the normalised convention (pixel-mean reconstruction, latent-mean KL): beta = beta_norm / (latent_dim * kld_weight)
+    beta_norm: float | None = None
+    # "beta": recon + beta*w*KL; "capacity": recon + gamma*w*|KL - C(step)|;
+    # "tcvae": recon + w*(alpha*MI + beta*TC + gamma_dwkl*dimension-wise KL), Chen et al. 2018
+    loss_type: str = "beta"
     gamma: float = 1000.0
     max_capacity: float = 25.0
     capacity_max_iter: int = 100_000
+    alpha: float = 1.0
+    gamma_dwkl: float = 1.0
+    dataset_size: int = 0  # tcvae's minibatch-weighted sampling needs N; 0: the training set's size, filled in at the start
 
     def validate(self) -> None:
         _positive("loss.kld_weight", self.kld_weight, allow_zero=True)
         _positive("loss.beta", self.beta, allow_zero=True)
-        _choice("loss.loss_type", self.loss_type, ("beta", "capacity"))
+        if self.beta_norm is not None:
+            _positive("loss.beta_norm", self.beta_norm, allow_zero=True)
+        _positive("loss.alpha", self.alpha, allow_zero=True)
+        _positive("loss.gamma_dwkl", self.gamma_dwkl, allow_zero=True)
+        _positive("loss.dataset_size", self.dataset_size, allow_zero=True)
+        _choice("loss.loss_type", self.loss_type, ("beta", "capacity", "tcvae"))
         _positive("loss.gamma", self.gamma, allow_zero=True)
         _positive("loss.max_capacity", self.max_capacity, allow_zero=True)
         _positive("loss.capacity_max_iter", self.capacity_max_iter)
@@ -111,7 +125,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "fashion-mnist"  # a built-in name (fashion-mnist, mnist) or a folder of images / IDX files
+    dataset: str = "fashion-mnist"  # fashion-mnist, mnist, shapes, dsprites, or a folder of images / IDX files
     root: str | None = None  # where built-in IDX files are looked for and downloaded to
     download: bool = True
     fit: str = "pad"  # "pad" (centre, black) or "resize" to the model's image size
@@ -121,6 +135,7 @@ class DataConfig:
     max_memory_mb: float = 4096  # image folders larger than this stream from disk
     skip_bad_files: bool = False
     binarize: bool = False  # Bernoulli decoders: pixels > 127 become 1
+    image_size: int | None = None  # factor data sets (shapes, dsprites): 64 (default) or 32
 
     def validate(self) -> None:
         if not self.dataset:
@@ -132,6 +147,8 @@ class DataConfig:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         _positive("data.workers", self.workers, allow_zero=True)
         _positive("data.max_memory_mb", self.max_memory_mb)
+        if self.image_size is not None and self.image_size not in (32, 64):
+            raise ConfigError(f"data.image_size must be 32 or 64 (factor data sets), got {self.image_size}")
 
 
 LOSSES = {"vae": VAELossConfig, "gan": GANLossConfig}
@@ -191,6 +208,26 @@ class RunConfig:
             part.validate()
         if self.train.fuse_norm_act is True and self.family != "vae":
             raise ConfigError("train.fuse_norm_act fuses the VAE's BatchNorm2d + LeakyReLU; the GAN has none: set it false")
+
+
+def _resolve_beta_norm(loss: VAELossConfig, latent_dim: int) -> VAELossConfig:
+    """loss.beta from loss.beta_norm: w * beta * KL_sum = beta_norm * KL_sum / latent_dim."""
+    if loss.kld_weight == 0:
+        raise ConfigError("loss.beta_norm needs loss.kld_weight > 0 (beta = beta_norm / (latent_dim * kld_weight))")
+    beta = loss.beta_norm / (latent_dim * loss.kld_weight)
+    if loss.beta != 1.0 and not math.isclose(loss.beta, beta, rel_tol=1e-9):
+        raise ConfigError(f"set loss.beta or loss.beta_norm, not both (beta_norm {loss.beta_norm} means beta {beta:.6g})")
+    return dataclasses.replace(loss, beta=beta)
+
+
+def beta_conventions(loss: VAELossConfig, latent_dim: int, pixels: int) -> dict[str, float]:
+    """The run's KL weight in the three conventions in use (the notes', the literature's per-image sum, normalised).
+
+    The notes: MSE_mean + kld_weight * beta * KL_sum. Per-image sums (Higgins et al.; disentanglement_lib):
+    D * (that) = SSE + (D * kld_weight * beta) * KL_sum. Normalised (disent): MSE_mean + beta_norm * KL_sum / latent_dim.
+    """
+    weight = loss.kld_weight * loss.beta
+    return {"beta": loss.beta, "beta_sum": weight * pixels, "beta_norm": weight * latent_dim}
 
 
 def _positive(key: str, value: float, allow_zero: bool = False) -> None:
@@ -332,6 +369,8 @@ def load_config_from_sections(family: str, sections: dict[str, Any]) -> RunConfi
             close = difflib.get_close_matches(name, classes, n=1)
             raise ConfigError(f"unknown section [{name}]" + (f"; did you mean [{close[0]}]?" if close else ""))
     parts = {name: build_section(cls, sections.get(name, {}), name) for name, cls in classes.items()}
+    if family == "vae" and parts["loss"].beta_norm is not None:
+        parts["loss"] = _resolve_beta_norm(parts["loss"], parts["model"].latent_dim)
     config = RunConfig(family, **parts)
     config.validate()
     return config

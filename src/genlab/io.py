@@ -113,3 +113,18 @@ def save_images(path: str | Path, images: Tensor, nrow: int | None = None, scale
 
         raise GenlabError(f"cannot write {path.name}: the output must end in .png (grid) or .npy (array)")
     return save_grid(path, images, nrow, scale)
+
+
+def save_gif(path: str | Path, frames: list[Tensor], nrow: int | None = None, scale: int | None = None, ms: int = 120) -> Path:
+    """Atomically write an animated GIF: each frame an (N, C, H, W) batch in [-1, 1] laid out as a grid, looping."""
+    grids = [make_grid(f, nrow) for f in frames]
+    factor = scale or auto_scale(grids[0].shape[1], grids[0].shape[0])
+    pictures = []
+    for g in grids:
+        img = Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g)
+        pictures.append(img.resize((img.width * factor, img.height * factor), Image.NEAREST) if factor > 1 else img)
+
+    def write(f: BinaryIO) -> None:
+        pictures[0].save(f, format="GIF", save_all=True, append_images=pictures[1:], duration=ms, loop=0)
+
+    return atomic_write(path, write)

@@ -37,6 +37,12 @@ def load_run(path: str, device: str = "auto") -> tuple[RunConfig, torch.nn.Modul
     return config, model.to(resolve_device(device)).eval(), state
 
 
+def splits(config: RunConfig) -> tuple[ImageData, ImageData]:
+    """The run's (train, test) images, fitted to the model as in training."""
+    channels, size = model_shape(config)
+    return load_dataset(config.data, channels, size)
+
+
 def test_split(config: RunConfig) -> ImageData:
     """The run's test images, fitted to the model as in training."""
     channels, size = model_shape(config)

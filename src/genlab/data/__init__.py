@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from genlab.data.factors import FACTOR_SETS, load_factor_set
 from genlab.data.folders import (
     FOLDER_IMAGE_SIZE,
     IMAGE_SUFFIXES,
@@ -32,7 +33,7 @@ from genlab.data.idx import (
     read_idx,
     read_idx_header,
 )
-from genlab.data.images import Factors, ImageData, crop_to, epoch_order, fit_images, iterate_batches, to_float
+from genlab.data.images import Factors, ImageData, crop_to, epoch_order, fit_images, iterate_batches, to_float, vae_input
 from genlab.errors import DataError
 
 
@@ -43,6 +44,11 @@ def load_dataset(cfg, channels: int, size: int) -> tuple[ImageData | ImageFolder
     always in memory (validation and pictures read only its first batches).
     """
     name = cfg.dataset
+    if name in FACTOR_SETS:
+        train, test = load_factor_set(name, cfg.root, cfg.download, cfg.image_size)
+        for split in (train, test):  # resized, not padded: a 64x64 sprite into a 32x32 model
+            split.images = fit_images(split.images, channels, size, "resize")
+        return train, test
     if name in BUILTIN or is_idx_folder(Path(name)):
         folder = locate_idx(name, cfg.root, cfg.download) if name in BUILTIN else Path(name)
         train = load_idx_split(folder, "train", name)
@@ -53,7 +59,8 @@ def load_dataset(cfg, channels: int, size: int) -> tuple[ImageData | ImageFolder
         return train, test
     folder = Path(name).expanduser()
     if not folder.exists():
-        raise DataError(f"--data {name!r} is neither a built-in data set ({', '.join(BUILTIN)}) nor an existing folder")
+        known = ", ".join([*BUILTIN, *FACTOR_SETS])
+        raise DataError(f"--data {name!r} is neither a built-in data set ({known}) nor an existing folder")
     args = (channels, size, cfg.center_crop, cfg.val_fraction, cfg.skip_bad_files, cfg.workers)
     train = load_folder_split(folder, "train", *args, max_memory_mb=cfg.max_memory_mb)
     if cfg.val_fraction > 0:
@@ -71,6 +78,8 @@ def native_shape(cfg) -> tuple[int, int | None]:
     A missing folder gives the grey defaults: load_dataset reports it with the fix.
     """
     name = cfg.dataset
+    if name in FACTOR_SETS:
+        return 1, cfg.image_size or 64
     if name in BUILTIN:
         return 1, 28
     path = Path(name).expanduser()
@@ -86,6 +95,14 @@ def describe(cfg, train, test, channels: int, size: int) -> str:
     """One line: what a run trains on and how the images were fitted to the model."""
     name, shape = cfg.dataset, f"{channels}×{size}×{size}"
     separate = test is not train
+    if name in FACTOR_SETS:
+        side = train.original_size[0]
+        fitted = "as" if side == size else "resized to"
+        factors = ", ".join(f"{n} {k}" for n, k in zip(train.factors.names, train.factors.sizes))
+        return (
+            f"data: {name}, {len(train):,} images (grey {side}×{side}; factors {factors}), {fitted} {shape}; "
+            f"all train, validation on a fixed {len(test):,} of them (the protocols sample the whole set)"
+        )
     if name in BUILTIN or is_idx_folder(Path(name)):
         h, w = train.original_size
         fitted = "as" if (h, w) == (size, size) else "padded to" if cfg.fit == "pad" else "resized to"
@@ -104,6 +121,7 @@ def describe(cfg, train, test, channels: int, size: int) -> str:
 
 __all__ = [
     "BUILTIN",
+    "FACTOR_SETS",
     "FOLDER_IMAGE_SIZE",
     "IDX_FILES",
     "IMAGE_SUFFIXES",
@@ -127,4 +145,5 @@ __all__ = [
     "parse_idx",
     "read_idx",
     "to_float",
+    "vae_input",
 ]

@@ -71,6 +71,13 @@ def crop_to(images: Tensor, size: tuple[int, int]) -> Tensor:
     return images[..., top : top + size[0], left : left + size[1]]
 
 
+def vae_input(batch: Tensor, decoder: str, binarize: bool) -> Tensor:
+    """uint8 batch -> a VAE's input: [-1, 1] for the Tanh (Gaussian) decoder, [0, 1] or {0, 1} for the Bernoulli one."""
+    if decoder == "bernoulli":
+        return (batch > 127).float() if binarize else batch.float() / 255
+    return to_float(batch)
+
+
 def to_float(batch: Tensor) -> Tensor:
     """uint8 pixels -> float in [-1, 1], matching the Tanh output range."""
     return batch.float().div_(127.5).sub_(1.0)

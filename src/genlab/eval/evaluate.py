@@ -12,10 +12,11 @@ from torch import Tensor, nn
 
 from genlab import __version__
 from genlab.config import RunConfig
-from genlab.data import ImageData, crop_to, to_float
+from genlab.data import ImageData, crop_to, to_float, vae_input
 from genlab.eval.classifier import FeatureClassifier, load_classifier, shipped_path
 from genlab.eval.frechet import frechet_distance_features
 from genlab.eval.inception_score import class_histogram, classifier_score, collapse_warning
+from genlab.eval.latents import latent_report
 from genlab.eval.likelihood import elbo_and_iwae
 from genlab.eval.precision_recall import density_coverage, precision_recall
 from genlab.losses import decoder_variance
@@ -92,15 +93,13 @@ def vae_likelihood(
 ) -> dict[str, Any]:
     """Test-set ELBO, IW_k bound and reconstruction MSE, per image, with the decoder likelihood stated."""
     device = next(model.parameters()).device
-    from genlab.train.vae import prepare
-
     gen = torch.Generator(device).manual_seed(seed)
     d = math.prod(test.images.shape[1:])
     var = None if model.config.decoder == "bernoulli" else decoder_variance(config.loss.kld_weight, d)
     elbos, iws, kls, sq = [], [], [], []
     n = min(n, len(test))
     for i in range(0, n, batch_size):
-        x = prepare(model, test.images[i : min(i + batch_size, n)].to(device), config.data.binarize)
+        x = vae_input(test.images[i : min(i + batch_size, n)].to(device), model.config.decoder, config.data.binarize)
         elbo, iw, kl = elbo_and_iwae(model, x, k, var, gen)
         elbos.append(elbo.cpu())
         iws.append(iw.cpu())
@@ -148,8 +147,10 @@ def evaluate(
     nll_n: int = 1000,
     k: int = 1000,
     inception: bool = False,
+    data: ImageData | None = None,
+    sampled: bool = False,
 ) -> dict[str, Any]:
-    """All metrics of a trained run, as one JSON-ready dict."""
+    """All metrics of a trained run, as one JSON-ready dict; data (the training split) for factor metrics."""
     started = time.monotonic()
     n_ref = min(n, len(test))
     result: dict[str, Any] = {
@@ -179,6 +180,7 @@ def evaluate(
         result["sample_quality"] = quality
     if config.family == "vae":
         result["likelihood"] = vae_likelihood(model, config, test, nll_n, k, seed)
+        result["disentanglement"] = latent_report(model, config.data.binarize, data or test, test, seed, sampled)
     else:
         result["gan_health"] = gan_health(model, test, fake)
     if inception:
@@ -214,6 +216,24 @@ def format_table(result: dict[str, Any]) -> str:
             (f"-log p(x), IW k={lk['k']}", f"{lk['nll_iw']:.2f} ± {lk['nll_iw_sem']:.2f} nats"),
             ("KL / recon MSE", f"{lk['kl']:.2f} nats / {lk['recon_mse']:.5f}"),
         ]
+    if "disentanglement" in result:
+        dis = result["disentanglement"]
+        kl = dis["kl_per_dim"]
+        rows += [
+            ("total correlation (Gaussian)", f"{dis['total_correlation']:.3f} nats"),
+            ("active units", f"{dis['active_units']} of {len(kl)} (KL > 0.01: {dis['active_units_kl']})"),
+            ("KL per dimension", " ".join(f"{v:.2f}" for v in sorted(kl, reverse=True))),
+        ]
+        if "mig" in dis:
+            d = dis["dci"]
+            rows += [
+                (f"MIG / SAP ({dis['representation']})", f"{dis['mig']:.3f} / {dis['sap']:.3f}"),
+                ("DCI D / C / I", f"{d['disentanglement']:.3f} / {d['completeness']:.3f} / {d['informativeness']:.3f}"),
+                ("beta-VAE / FactorVAE score", f"{dis['beta_vae_score']:.3f} / {dis['factor_vae_score']:.3f}"),
+                ("factor metrics seconds", dis["seconds"]["total"]),
+            ]
+        else:
+            rows.append(("factor metrics", dis["factor_metrics"]))
     if "gan_health" in result:
         g = result["gan_health"]
         rows.append(("D(x) / D(G(z)) / D acc", f"{g['d_real']:.3f} / {g['d_fake']:.3f} / {g['d_acc']:.3f}"))

@@ -122,11 +122,12 @@ class VanillaVAE(nn.Module):
         h = self.decoder_input(z).view(-1, self.config.hidden_dims[-1], self.bottom_size, self.bottom_size)
         return self.final_layer(self.decoder(h))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Listing 4: returns (recons, input, mu, log_var)."""
+    def forward(self, x: Tensor, return_z: bool = False) -> tuple[Tensor, ...]:
+        """Listing 4: returns (recons, input, mu, log_var), and the sampled z after them if return_z
+        (β-TCVAE's loss needs the z the decoder saw)."""
         mu, log_var = self.encode(x)
         z = self.reparameterize(mu, log_var)
-        return self.decode(z), x, mu, log_var
+        return (self.decode(z), x, mu, log_var, z) if return_z else (self.decode(z), x, mu, log_var)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n decoded draws from the prior N(0, I), as images in [-1, 1]."""

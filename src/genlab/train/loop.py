@@ -10,7 +10,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     train_data, test_data = load_dataset(config.data, channels, size)
     if world.main:
         print(f"genlab: {describe(config.data, train_data, test_data, channels, size)}")
+    if config.family == "vae" and config.loss.loss_type == "tcvae" and not config.loss.dataset_size:
+        # β-TCVAE's minibatch-weighted sampling weighs the batch against the whole set: N, saved with the run.
+        config = replace(config, loss=replace(config.loss, dataset_size=len(train_data)))
     if world.distributed and t.nan_policy == "skip":
         # A rank that skips its backward would leave the others waiting in DDP's all-reduce.
         raise ConfigError('train.nan_policy = "skip" does not work under torchrun; use "stop" (the default)')

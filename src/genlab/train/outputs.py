@@ -15,6 +15,7 @@ from genlab.data import ImageData, crop_to
 from genlab.errors import GenlabError
 from genlab.io import save_grid
 from genlab.train.distributed import World, require_same_world
+from genlab.traversal import dim_inactive, traverse
 
 
 class RunFiles:
@@ -85,6 +86,9 @@ def write_pictures(path: Path, family, model, test: ImageData, noise, device, co
     nrow = math.isqrt(noise.shape[0])
     images = _side_by_side(grids, nrow) if len(grids) > 1 else grids[0]
     save_grid(path, images, nrow=nrow * len(grids))
+    if config.family == "vae":  # and how each latent dimension is used, by KL
+        t = traverse(model, "vae", test.images[:500], config.data.binarize)
+        save_grid(path.with_name(f"traverse_{path.name}"), crop_to(dim_inactive(t), test.original_size), nrow=t.steps)
 
 
 def _side_by_side(grids: list[torch.Tensor], nrow: int) -> torch.Tensor:

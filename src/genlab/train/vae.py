@@ -7,8 +7,8 @@ from torch import Tensor
 from torch.optim import Adam, Optimizer
 
 from genlab.config import RunConfig, VAELossConfig
-from genlab.data import ImageData, to_float
-from genlab.losses import vae_loss
+from genlab.data import ImageData, vae_input
+from genlab.losses import tc_decomposition, vae_loss
 from genlab.models.vae import VanillaVAE
 from genlab.train.common import FP32, Precision, unwrap, update
 
@@ -30,16 +30,26 @@ def capacity(loss: VAELossConfig, step: int) -> float | None:
 
 def prepare(model: VanillaVAE, batch: Tensor, binarize: bool) -> Tensor:
     """uint8 batch -> model input: [-1, 1] for the Tanh decoder, {0, 1} for the Bernoulli one."""
-    if model.config.decoder == "bernoulli":
-        return (batch > 127).float() if binarize else batch.float() / 255
-    return to_float(batch)
+    return vae_input(batch, model.config.decoder, binarize)
 
 
 def objective(model: VanillaVAE, x: Tensor, loss: VAELossConfig, step: int) -> dict[str, Tensor]:
     """The notes' loss terms for one batch; model may be wrapped in DistributedDataParallel."""
-    recons, x, mu, log_var = model(x)
-    decoder = unwrap(model).config.decoder
-    return vae_loss(recons, x, mu, log_var, loss.kld_weight, loss.beta, capacity(loss, step), loss.gamma, decoder)
+    recons, x, mu, log_var, z = model(x, return_z=True)
+    return loss_terms(recons, x, mu, log_var, z, loss, step, unwrap(model).config.decoder)
+
+
+def loss_terms(
+    recons: Tensor, x: Tensor, mu: Tensor, log_var: Tensor, z: Tensor, loss: VAELossConfig, step: int, decoder: str
+) -> dict[str, Tensor]:
+    """The configured objective: the notes' (β-)VAE loss, capacity annealing, or β-TCVAE."""
+    if loss.loss_type != "tcvae":
+        return vae_loss(recons, x, mu, log_var, loss.kld_weight, loss.beta, capacity(loss, step), loss.gamma, decoder)
+    # β-TCVAE (Chen et al. 2018): the KL's three parts weighted alpha, beta, gamma_dwkl, in kld_weight units.
+    out = vae_loss(recons, x, mu, log_var, loss.kld_weight, 0.0, None, loss.gamma, decoder)
+    parts = {k: v.mean() for k, v in tc_decomposition(z.float(), mu.float(), log_var.float(), loss.dataset_size).items()}
+    penalty = loss.alpha * parts["mi"] + loss.beta * parts["tc"] + loss.gamma_dwkl * parts["dwkl"]
+    return {**out, "loss": out["loss"] + loss.kld_weight * penalty, **{k: v.detach() for k, v in parts.items()}}
 
 
 def vae_step(
@@ -74,9 +84,8 @@ def validate(model: VanillaVAE, test: ImageData, config: RunConfig, step: int, d
     for i in range(min(config.train.val_batches, -(-len(test) // bs))):
         x = prepare(model, test.images[i * bs : (i + 1) * bs].to(device), config.data.binarize)
         mu, log_var = model.encode(x)
-        recons = model.decode(model.reparameterize(mu, log_var, generator=gen))
-        out = vae_loss(recons, x, mu, log_var, config.loss.kld_weight, config.loss.beta, capacity(config.loss, step),
-                       config.loss.gamma, model.config.decoder)  # fmt: skip
+        z = model.reparameterize(mu, log_var, generator=gen)
+        out = loss_terms(model.decode(z), x, mu, log_var, z, config.loss, step, model.config.decoder)
         for k in LOG_KEYS:
             sums[k] += out[k].item() * len(x)
         n += len(x)

@@ -1,0 +1,186 @@
+"""`genlab sweep`: one config key over several values and seeds, each trained with the same budget, then
+both sides of the notes' β trade-off measured: quality (reconstruction, ELBO) and interpretability (MIG,
+FactorVAE score). One JSON and one figure."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genlab.config import beta_conventions, load_config
+from genlab.errors import GenlabError
+from genlab.io import atomic_write_bytes
+
+QUALITY_N = 2000  # test images for the quality side (ELBO with k = 1, reconstruction error)
+
+
+def parse_values(text: str) -> tuple[str, list[Any]]:
+    """ "loss.beta=1,2,4" -> ("loss.beta", [1, 2, 4])."""
+    from genlab.config import parse_value
+
+    key, eq, values = text.partition("=")
+    if not eq or "." not in key or not values.strip():
+        raise GenlabError(f"--values {text!r}: write it as section.key=v1,v2,..., e.g. --values loss.beta=1,2,4,8,16")
+    return key.strip(), [parse_value(v.strip()) for v in values.split(",")]
+
+
+def run_sweep(
+    family: str,
+    key: str,
+    values: list[Any],
+    seeds: list[int],
+    out: Path,
+    config_file: str | None,
+    overrides: dict[str, Any],
+    time_budget: float | None,
+) -> dict[str, Any]:
+    """Train every (value, seed) into out/KEY=VALUE/seedS (resuming an unfinished one), evaluate, summarise."""
+    from genlab.train.loop import train
+
+    if family != "vae":
+        raise GenlabError("the sweep measures a VAE's trade-off (ELBO against disentanglement); use genlab sweep vae")
+    configs = {}
+    for value in values:
+        for seed in seeds:
+            extra = {**overrides, key: value, "train.seed": seed}
+            if time_budget is not None:
+                extra["train.time_budget"] = time_budget
+            configs[(value, seed)] = load_config(family, config_file, extra)  # every config checked before any training
+    rows = []
+    for (value, seed), config in configs.items():
+        run_dir = out / f"{key}={value}" / f"seed{seed}"
+        done = run_dir / "sweep_row.json"
+        if done.is_file():
+            rows.append(json.loads(done.read_text()))
+            print(f"genlab: {run_dir} already measured")
+            continue
+        resume = (run_dir / "checkpoints" / "latest").exists()
+        started = time.monotonic()
+        result = train(config, run_dir, resume=resume, quiet=True)
+        row = {
+            "value": value,
+            "seed": seed,
+            "run": str(run_dir),
+            "steps": result.step,
+            "train_s": round(time.monotonic() - started, 1),
+        }
+        row.update(measure(run_dir))
+        atomic_write_bytes(done, (json.dumps(row, indent=2) + "\n").encode())
+        rows.append(row)
+        print(
+            f"genlab: {key}={value} seed {seed}: {result.step} steps, -ELBO {row['neg_elbo']:.2f}, "
+            f"recon {row['recon']:.4g}"
+            + (f", MIG {row['mig']:.3f}, FactorVAE {row['factor_vae_score']:.3f}" if "mig" in row else "")
+        )
+    summary = {
+        "family": family,
+        "key": key,
+        "values": values,
+        "seeds": seeds,
+        "time_budget_s": time_budget,
+        "config_file": config_file,
+        "overrides": overrides,
+        "quality": f"test split, first {QUALITY_N} images: -ELBO (k = 1, nats per image) and reconstruction error",
+        "rows": rows,
+        "by_value": aggregate(rows, values),
+    }
+    atomic_write_bytes(out / "sweep.json", (json.dumps(summary, indent=2) + "\n").encode())
+    draw(summary, out / "sweep.png")
+    return summary
+
+
+def measure(run_dir: Path) -> dict[str, Any]:
+    """Quality and (on factor data) interpretability of a finished run."""
+    from genlab.eval.evaluate import vae_likelihood
+    from genlab.eval.latents import factor_scores
+    from genlab.runs import load_run, splits
+
+    config, model, _ = load_run(str(run_dir))
+    data, test = splits(config)
+    lk = vae_likelihood(model, config, test, QUALITY_N, 1, seed=0)
+    pixels = math.prod(test.images.shape[1:])
+    row: dict[str, Any] = {"neg_elbo": lk["neg_elbo"], "recon": lk["recon_mse"], "kl": lk["kl"]}
+    row.update(beta_conventions(config.loss, config.model.latent_dim, pixels))
+    if getattr(data, "factors", None) is not None:
+        row.update(factor_scores(model, config.data.binarize, data))
+    return row
+
+
+def aggregate(rows: list[dict[str, Any]], values: list[Any]) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds of each figure, per value."""
+    out = []
+    for value in values:
+        mine = [r for r in rows if r["value"] == value]
+        entry: dict[str, Any] = {"value": value, "n_seeds": len(mine)}
+        for name in ("neg_elbo", "recon", "kl", "mig", "factor_vae_score", "steps"):
+            xs = [r[name] for r in mine if name in r]
+            if xs:
+                entry[name] = statistics.fmean(xs)
+                entry[f"{name}_std"] = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        out.append(entry)
+    return out
+
+
+def draw(summary: dict[str, Any], path: Path) -> Path:
+    """β on the x axis, quality (-ELBO) on the left axis, MIG and FactorVAE score on the right; the best
+    model's traversal beside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agg = [a for a in summary["by_value"] if a["n_seeds"]]
+    x = np.array([float(a["value"]) for a in agg])
+    fig, (ax, ax_img) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    ax.errorbar(x, [a["neg_elbo"] for a in agg], yerr=[a["neg_elbo_std"] for a in agg], color="tab:blue", marker="o", capsize=3)
+    ax.set_xlabel(summary["key"])
+    ax.set_ylabel("-ELBO, nats per image (lower: better quality)", color="tab:blue")
+    if len(x) > 1 and x.min() > 0 and x.max() / x.min() >= 4:
+        ax.set_xscale("log", base=2)
+    if all("mig" in a for a in agg):
+        right = ax.twinx()
+        right.errorbar(
+            x, [a["mig"] for a in agg], yerr=[a["mig_std"] for a in agg], color="tab:red", marker="s", capsize=3, label="MIG"
+        )
+        fv, fv_std = [a["factor_vae_score"] for a in agg], [a["factor_vae_score_std"] for a in agg]
+        right.errorbar(x, fv, yerr=fv_std, color="tab:orange", marker="^", ls="--", capsize=3, label="FactorVAE score")
+        right.set_ylabel("disentanglement (higher: more interpretable)", color="tab:red")
+        right.set_ylim(0, 1)
+        right.legend(loc="upper left", fontsize=8)
+        best = max(summary["rows"], key=lambda r: r.get("mig", -1))
+    else:
+        best = min(summary["rows"], key=lambda r: r["neg_elbo"])
+    seeds = len(summary["seeds"])
+    budget = summary["time_budget_s"]
+    ax.set_title(f"mean ± std over {seeds} seed(s)" + (f", {budget:g} s of training each" if budget else ""), fontsize=9)
+    _traversal_panel(ax_img, Path(best["run"]), f"{summary['key']}={best['value']}, seed {best['seed']}")
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _traversal_panel(ax, run_dir: Path, label: str) -> None:
+    from genlab.data import crop_to
+    from genlab.io import make_grid
+    from genlab.runs import load_run, test_split
+    from genlab.traversal import dim_inactive, traverse
+
+    config, model, state = load_run(str(run_dir))
+    test = test_split(config)
+    t = traverse(model, "vae", test.images[:500], config.data.binarize, dims=10, steps=7)
+    grid = make_grid(crop_to(dim_inactive(t), test.original_size), nrow=t.steps)
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
+    ax.set_yticks([3 + (grid.shape[0] - 4) / len(t.dims) * (i + 0.5) for i in range(len(t.dims))])
+    ax.set_yticklabels([f"z{d} ({k:.1f})" for d, k in zip(t.dims, t.kl)], fontsize=7)
+    ax.set_xticks([])
+    ax.set_title(f"traversal, best MIG: {label}\nrows by KL (nats), dimmed: inactive", fontsize=9)
