@@ -9,7 +9,7 @@ RUN    ?= runs/main-$(STAMP)
 BUDGET ?= 150
 FASHION = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data run test table bench clean
+.PHONY: setup data run test table bench sweep clean
 
 $(BIN)/genlab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ test: setup
 # The README's results table (~25 min on 2 CPU cores) and performance figures.
 table: setup data
 	GENLAB=$(BIN)/genlab PATH=$(BIN):$$PATH scripts/table.sh runs/table
+
+# The notes' beta trade-off on shapes (offline): beta in 1, 4, 16, 2 seeds, 3000 steps each (~25 min on 2 CPU cores).
+SWEEP ?= runs/sweep-shapes
+sweep: setup
+	$(BIN)/genlab sweep vae --config configs/beta_vae_shapes.toml --values loss.beta=1,4,16 --seeds 2 \
+	  --set train.max_steps=3000 --out $(SWEEP)
 
 bench: setup
 	$(BIN)/genlab bench vae gan --json runs/bench.json
