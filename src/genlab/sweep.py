@@ -136,13 +136,17 @@ def draw(summary: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     agg = [a for a in summary["by_value"] if a["n_seeds"]]
-    x = np.array([float(a["value"]) for a in agg])
+    numeric = all(isinstance(a["value"], (int, float)) and not isinstance(a["value"], bool) for a in agg)
+    x = np.array([float(a["value"]) if numeric else i for i, a in enumerate(agg)])
     fig, (ax, ax_img) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     ax.errorbar(x, [a["neg_elbo"] for a in agg], yerr=[a["neg_elbo_std"] for a in agg], color="tab:blue", marker="o", capsize=3)
     ax.set_xlabel(summary["key"])
     ax.set_ylabel("-ELBO, nats per image (lower: better quality)", color="tab:blue")
-    if len(x) > 1 and x.min() > 0 and x.max() / x.min() >= 4:
+    if numeric and len(x) > 1 and x.min() > 0 and x.max() / x.min() >= 4:
         ax.set_xscale("log", base=2)
+    if not numeric:  # e.g. loss.loss_type: one tick per value
+        ax.set_xticks(x, [str(a["value"]) for a in agg])
+        ax.set_xlim(x.min() - 0.5, x.max() + 0.5)
     if all("mig" in a for a in agg):
         right = ax.twinx()
         right.errorbar(
@@ -156,9 +160,10 @@ def draw(summary: dict[str, Any], path: Path) -> Path:
         best = max(summary["rows"], key=lambda r: r.get("mig", -1))
     else:
         best = min(summary["rows"], key=lambda r: r["neg_elbo"])
-    seeds = len(summary["seeds"])
-    budget = summary["time_budget_s"]
-    ax.set_title(f"mean ± std over {seeds} seed(s)" + (f", {budget:g} s of training each" if budget else ""), fontsize=9)
+    seeds, budget = len(summary["seeds"]), summary["time_budget_s"]
+    steps = sorted({r["steps"] for r in summary["rows"]})
+    spent = f"{budget:g} s of training each" if budget else f"{'–'.join(map(str, steps[:: max(1, len(steps) - 1)]))} steps each"
+    ax.set_title(f"mean ± std over {seeds} seed(s), {spent}", fontsize=9)
     _traversal_panel(ax_img, Path(best["run"]), f"{summary['key']}={best['value']}, seed {best['seed']}")
     fig.tight_layout()
     import io
