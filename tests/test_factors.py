@@ -180,3 +180,8 @@ def test_factor_metrics_need_factor_data_and_traverse_needs_a_checkpoint(idx_dat
     assert main(["traverse", str(tmp_path / "nothing"), "--out", str(tmp_path / "t.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("genlab: error:") and "\n" not in err
+    gan = tmp_path / "gan"
+    tiny_gan = ["--set", "model.g_hidden_dims=[16, 32]", "--set", "model.d_hidden_dims=[16]", "--set", "model.latent_dim=8"]
+    assert main(["train", "gan", "--data", str(idx_data), "--out", str(gan), "--max-steps", "2", "--quiet", *tiny_gan]) == 0
+    assert main(["traverse", str(gan), "--out", str(tmp_path / "g.npy"), "--steps", "5"]) == 0
+    assert np.load(tmp_path / "g.npy").shape == (8 * 5, 1, 28, 28)  # a row per coordinate of z
