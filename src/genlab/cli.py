@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = run_command("traverse", "one row per latent dimension (VAE: sorted by KL), decoded along it", cmd_traverse,
                     out_help="FILE.png (grid), FILE.gif (animated) or FILE.npy")  # fmt: skip
-    p.add_argument("--dims", type=int, help="how many dimensions (VAE: the highest-KL ones; default all, GAN 10)")
+    p.add_argument("--dims", type=int, help="how many dimensions (VAE: the highest-KL ones, default 16; GAN: 10)")
     p.add_argument("--range", type=float, default=2.0, help="move each coordinate over [-range, range]")
     p.add_argument("--steps", type=int, default=9)
     p.add_argument("--index", type=int, default=0, help="VAE: which test image's code is the seed")

@@ -16,6 +16,7 @@ from genlab.data import vae_input
 from genlab.losses import gaussian_kl
 
 INACTIVE_KL = 0.01  # nats: below this a dimension carries (almost) no information about x
+MAX_ROWS = 16  # default rows of a VAE traversal: the 16 highest-KL dimensions (the notes' VAE has 128)
 
 
 @dataclass
@@ -59,7 +60,7 @@ def traverse(
         if reference is None or len(reference) == 0:
             raise ValueError("a VAE traversal needs reference images")
         kl = kl_per_dim(model, reference[:500], binarize)
-        order = torch.argsort(kl, descending=True).tolist()[: dims or len(kl)]
+        order = torch.argsort(kl, descending=True).tolist()[: dims or min(len(kl), MAX_ROWS)]
         seed_image = vae_input(reference[seed_index : seed_index + 1].to(device), model.config.decoder, binarize)
         base = model.encode(seed_image)[0][0]
         kls: list[float | None] = [float(kl[d]) for d in order]

@@ -48,7 +48,11 @@ class Progress:
         now = time.monotonic()
         self.bar.update(1)
         if self.steady is None:
+            # The first step may have compiled for seconds: restart the bar's clock and speed after it,
+            # so the rate and ETA describe the steps that follow (tqdm's n/initial are public).
             self.steady = (now, step)
+            self.bar.reset(total=self.bar.total)
+            self.bar.initial = self.bar.n = self.bar.last_print_n = step
             return
         if self.budget and now - self.steady[0] >= ESTIMATE_AFTER_S and step > self.steady[1]:
             per_step = (now - self.steady[0]) / (step - self.steady[1])
