@@ -61,11 +61,7 @@ def latent_report(
     all_mu, all_logvar = encode(model, data.images, binarize)
     seconds["encode_all"] = round(time.monotonic() - t, 1)
     sizes, rng = data.factors.sizes, np.random.default_rng(seed)
-    std = np.exp(0.5 * all_logvar)
-
-    def represent(factors: np.ndarray) -> np.ndarray:
-        index = np.ravel_multi_index(factors.T, sizes)
-        return all_mu[index] + (std[index] * rng.standard_normal(std[index].shape) if sampled else 0.0)
+    represent = representation(all_mu, all_logvar, sizes, rng, sampled)
 
     def timed(name: str, fn):
         t = time.monotonic()
@@ -93,13 +89,22 @@ def latent_report(
     return out
 
 
-def factor_scores(model: nn.Module, binarize: bool, data: ImageData, seed: int = 0) -> dict[str, float]:
-    """MIG and FactorVAE score alone (the sweep's interpretability side)."""
-    all_mu, _ = encode(model, data.images, binarize)
-    sizes, rng = data.factors.sizes, np.random.default_rng(seed)
+def representation(mu: np.ndarray, logvar: np.ndarray, sizes, rng: np.random.Generator, sampled: bool = False):
+    """Factor classes (n, K) -> codes: the image of each combination is row ravel(classes) of a factor set."""
+    std = np.exp(0.5 * logvar)
 
     def represent(factors: np.ndarray) -> np.ndarray:
-        return all_mu[np.ravel_multi_index(factors.T, sizes)]
+        index = np.ravel_multi_index(factors.T, sizes)
+        return mu[index] + (std[index] * rng.standard_normal(std[index].shape) if sampled else 0.0)
+
+    return represent
+
+
+def factor_scores(model: nn.Module, binarize: bool, data: ImageData, seed: int = 0) -> dict[str, float]:
+    """MIG and FactorVAE score alone (the sweep's interpretability side)."""
+    all_mu, all_logvar = encode(model, data.images, binarize)
+    sizes, rng = data.factors.sizes, np.random.default_rng(seed)
+    represent = representation(all_mu, all_logvar, sizes, rng)
 
     factors = dm.sample_factors(sizes, 10_000, rng)
     return {"mig": dm.mig(represent(factors), factors), "factor_vae_score": dm.factor_vae_score(represent, sizes, seed)}
