@@ -73,10 +73,14 @@ def make_grid(images: Tensor, nrow: int | None = None, padding: int = 2) -> np.n
     return grid
 
 
-def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
+def picture(array: np.ndarray, scale: int = 1) -> Image.Image:
+    """An (H, W, C) uint8 grid as a PIL image, enlarged scale times nearest-neighbour."""
     img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
+
+
+def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
+    img = picture(array, scale)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -119,10 +123,7 @@ def save_gif(path: str | Path, frames: list[Tensor], nrow: int | None = None, sc
     """Atomically write an animated GIF: each frame an (N, C, H, W) batch in [-1, 1] laid out as a grid, looping."""
     grids = [make_grid(f, nrow) for f in frames]
     factor = scale or auto_scale(grids[0].shape[1], grids[0].shape[0])
-    pictures = []
-    for g in grids:
-        img = Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g)
-        pictures.append(img.resize((img.width * factor, img.height * factor), Image.NEAREST) if factor > 1 else img)
+    pictures = [picture(g, factor) for g in grids]
 
     def write(f: BinaryIO) -> None:
         pictures[0].save(f, format="GIF", save_all=True, append_images=pictures[1:], duration=ms, loop=0)
