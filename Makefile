@@ -9,7 +9,7 @@ RUN    ?= runs/main-$(STAMP)
 BUDGET ?= 150
 FASHION = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data run test table bench sweep clean
+.PHONY: setup data run test table bench sweep fidelity clean
 
 $(BIN)/genlab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +30,12 @@ data:
 run: setup data
 	$(BIN)/genlab train vae --config configs/vae_fashion.toml --time-budget $(BUDGET) --out $(RUN)/vae
 	$(BIN)/genlab train gan --config configs/gan_fashion.toml --time-budget $(BUDGET) --out $(RUN)/gan
-	$(BIN)/genlab sample $(RUN)/vae --n 64 --out $(RUN)/vae_samples.png
-	$(BIN)/genlab sample $(RUN)/gan --n 64 --out $(RUN)/gan_samples.png
-	$(BIN)/genlab reconstruct $(RUN)/vae --out $(RUN)/vae_reconstructions.png
-	$(BIN)/genlab interpolate $(RUN)/vae --out $(RUN)/vae_interpolations.png
-	@echo "genlab: pictures in $(RUN): vae_samples.png gan_samples.png vae_reconstructions.png vae_interpolations.png, per-epoch grids in $(RUN)/*/samples"
+	$(BIN)/genlab sample $(RUN)/vae --n 64 --out $(RUN)/vae/samples_64.png
+	$(BIN)/genlab sample $(RUN)/gan --n 64 --out $(RUN)/gan/samples_64.png
+	$(BIN)/genlab reconstruct $(RUN)/vae --out $(RUN)/vae/reconstructions.png
+	$(BIN)/genlab interpolate $(RUN)/vae --out $(RUN)/vae/interpolations.png
+	$(BIN)/genlab report $(RUN)/vae $(RUN)/gan --out $(RUN)/report.html
+	@echo "genlab: the report of both runs: $(RUN)/report.html (open it in a browser; pictures in $(RUN)/vae and $(RUN)/gan)"
 
 test: setup
 	$(BIN)/ruff check src tests
@@ -49,6 +50,10 @@ SWEEP ?= runs/sweep-shapes
 sweep: setup
 	$(BIN)/genlab sweep vae --config configs/beta_vae_shapes.toml --values loss.beta=1,4,16 --seeds 2 \
 	  --set train.max_steps=3000 --out $(SWEEP)
+
+# The notes' GAN over whole runs: genlab's CLI vs the notes' loop transcribed, 5 seeds, 10 and 20 epochs (~75 min).
+fidelity: setup data
+	$(BIN)/python scripts/fidelity.py --out runs/fidelity
 
 bench: setup
 	$(BIN)/genlab bench vae gan --json runs/bench.json

@@ -87,3 +87,18 @@ def image_folder(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _threads() -> None:
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(idx_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny VAE and GAN run of two epochs each (per-epoch pictures, a report), trained once per session."""
+    from genlab.cli import main
+
+    from test_cli import train_args
+
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for family in ("vae", "gan"):
+        runs[family] = root / family
+        assert main(train_args(family, idx_data, runs[family], "--epochs", "2")) == 0
+    return runs

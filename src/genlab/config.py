@@ -94,6 +94,7 @@ class TrainConfig:
     fuse_norm_act: bool | str = "auto"
     eval_every: int = 0  # epochs between sample-quality evaluations (0: never); cheap settings below
     eval_n: int = 2000
+    report: bool = True  # write report.html (genlab report) into the run folder at the end
 
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)

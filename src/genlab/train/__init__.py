@@ -2,5 +2,6 @@
 
 from genlab.train import gan, vae
 
-# Each family module provides: make_optimizers, prepare, step, validate, pictures, health, LOG_KEYS.
+# Each family module provides: make_optimizers, prepare, step, validate, pictures, health (a warning
+# or None), LOG_KEYS, and optionally CHARTS (how the report groups its curves).
 FAMILIES = {"vae": vae, "gan": gan}

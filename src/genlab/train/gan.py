@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
@@ -17,6 +15,11 @@ from genlab.train.common import FP32, Precision, backward, update
 from genlab.train.common import step as optimizer_step
 
 LOG_KEYS = ("g_loss", "d_loss", "d_real", "d_fake")
+# The report's charts (title -> keys, horizontal reference line): D's outputs against the notes' equilibrium D = 1/2.
+CHARTS = {
+    "D(x), D(G(z)) and D's test accuracy": (("d_real", "d_fake", "val_d_real", "val_d_fake", "val_d_acc"), 0.5),
+    "losses": (("g_loss", "d_loss"), None),
+}
 
 
 def make_optimizers(model: GAN, config: RunConfig) -> dict[str, Optimizer]:
@@ -136,13 +139,13 @@ D_WINS = 0.01  # mean D(G(z)) below this: the discriminator rejects every fake
 D_WINS_WINDOWS = 10
 
 
-def health(means: dict[str, float], state: dict) -> None:
-    """Warn once when D has won for D_WINS_WINDOWS logging windows in a row (G gets no signal)."""
+def health(means: dict[str, float], state: dict) -> str | None:
+    """A warning, once, when D has won for D_WINS_WINDOWS logging windows in a row (G gets no signal)."""
     streak = state.get("d_wins", 0) + 1 if means.get("d_fake", 1.0) < D_WINS else 0
     state["d_wins"] = streak
     if streak == D_WINS_WINDOWS:
-        print(
-            f"genlab: warning: D(G(z)) = {means['d_fake']:.2g} < {D_WINS} for {streak} logging windows at step "
-            f"{state['step']}; the discriminator wins completely and G learns little (lower D's lr or restart)",
-            file=sys.stderr,
+        return (
+            f"D(G(z)) = {means['d_fake']:.2g} < {D_WINS} for {streak} logging windows at step "
+            f"{state['step']}; the discriminator wins completely and G learns little (lower D's lr or restart)"
         )
+    return None

@@ -108,6 +108,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     out_files = RunFiles(run_dir, state["step"]) if world.main else None
     flag: dict[str, int] = {}
     started, window_start, reason, bad = time.monotonic(), time.monotonic(), "done", None
+    wall_before = state.get("wall_s", 0.0)  # training time of earlier invocations of a resumed run
     bar = Progress(total, state["step"], t.time_budget, quiet or not world.main, config.family)
     if compiling:
         bar.notice(f"genlab: the first step compiles {compiling}: ~15 s the first time, ~3 s once cached")
@@ -126,6 +127,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
         state["optimizers"] = {k: o.state_dict() for k, o in optimizers.items()}
         state["schedulers"] = {k: s.state_dict() for k, s in schedulers.items()}
         state["scalers"] = {k: sc.state_dict() for k, sc in amp.scalers.items()}
+        state["wall_s"] = wall_before + time.monotonic() - started
         if out_files:
             out_files.checkpoint(model, config, state)
 
@@ -168,7 +170,10 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
                     if out_files:
                         out_files.log({"step": state["step"], "epoch": state["epoch"], **means, "images_per_s": ips, **extra})
                     bar.set_postfix({**{k: f"{v:.4g}" for k, v in means.items()}, "img/s": f"{ips:.0f}"})
-                    family.health(means, state)
+                    warning = family.health(means, state)
+                    if warning and world.main:
+                        print(f"genlab: warning: {warning}", file=sys.stderr)
+                        out_files.log({"step": state["step"], "epoch": state["epoch"], "warning": warning})
                     state["window"], state["window_steps"], window_start = {}, 0, time.monotonic()
                 if state["step"] >= total:
                     reason = "max_steps" if t.max_steps and state["step"] >= t.max_steps else reason
@@ -202,6 +207,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
         save()
     identical = check_identical(model, world)
     if out_files:
+        wall = round(state.get("wall_s", wall_before), 1)
+        status = {"steps": state["step"], "epochs": state["epoch"], "reason": reason, "wall_s": wall}
+        ckpt.save_json(run_dir / "status.json", status | {"finished": time.strftime("%Y-%m-%d %H:%M:%S %z")})
         if world.distributed:
             out_files.log(
                 {"step": state["step"], "epoch": state["epoch"], "world_size": world.size, "ranks_identical": identical}
@@ -215,6 +223,10 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
         raise GenlabError("ranks ended with different weights; report this with the command that ran")
     last = {k: v for k, v in (out_files.last if out_files else {}).items() if isinstance(v, float)}
     result = TrainResult(run_dir, state["step"], state["epoch"], last, reason)
+    if out_files and t.report:
+        from genlab.report import write_report
+
+        write_report([run_dir], run_dir / "report.html")
     if reason == "interrupted" and world.main:
         name = signal.Signals(flag.get("signal", signal.SIGTERM)).name
         print(

@@ -13,6 +13,8 @@ from genlab.models.vae import VanillaVAE
 from genlab.train.common import FP32, Precision, unwrap, update
 
 LOG_KEYS = ("loss", "recon", "kl", "elbo")
+# The report's charts (title -> keys, reference line): each term in training and on test batches together.
+CHARTS = {f"{k} (train, test)": ((k, f"val_{k}"), None) for k in LOG_KEYS}
 
 
 def make_optimizers(model: VanillaVAE, config: RunConfig) -> dict[str, Optimizer]:
@@ -112,5 +114,6 @@ def beside_reconstructions(model: VanillaVAE, images: Tensor, binarize: bool) ->
     return torch.stack([shown, model.reconstruct(x)], dim=1).flatten(0, 1)
 
 
-def health(means: dict[str, float], state: dict) -> None:
+def health(means: dict[str, float], state: dict) -> str | None:
     """Nothing to watch beyond the non-finite check that the loop does for every family."""
+    return None

@@ -1,0 +1,303 @@
+"""One self-contained HTML report of one or more runs: status, curves, pictures, evaluations, config.
+
+The page holds everything (pictures as data: URIs, curves as JSON, the chart code inline), so it
+opens from disk offline. What is shown comes from the run folder alone: metrics.jsonl, status.json,
+config.json, samples/*.png, evals/*.json, any picture in the folder, and sweep.json for a sweep.
+Which keys share a chart is the family's choice (train.<family>.CHARTS); a family without one gets a
+chart per key, so a new model family needs no change to the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genlab.errors import GenlabError
+
+MAX_POINTS = 2000  # per curve: longer ones are thinned evenly (first and last kept)
+MAX_FRAMES = 40  # per picture slider: more epochs are thinned evenly (first and last kept)
+NOT_CURVES = {"step", "epoch", "world_size"}
+SPEED_KEYS = {"images_per_s"}
+# Which way is better, for marking the best run in the evaluation table; unknown keys are not marked.
+LOWER_IS_BETTER = {"fd", "neg_elbo", "nll_iw", "recon", "bits_per_dim", "inception_fid", "gaussian_total_correlation"}
+HIGHER_IS_BETTER = {
+    "precision", "recall", "density", "coverage", "is_mean", "mig", "sap", "dci_disentanglement",
+    "dci_completeness", "dci_informativeness", "beta_vae_score", "factor_vae_score", "test_accuracy",
+}  # fmt: skip
+REASONS = {
+    "done": "all epochs done",
+    "max_steps": "reached train.max_steps",
+    "time_budget": "reached its time budget",
+    "interrupted": "interrupted (checkpoint saved; --resume continues it)",
+}
+METHOD_KEYS = (
+    "n", "seed", "reference", "sample_quality.features.network", "sample_quality.features.test_accuracy",
+    "sample_quality.pr_k", "sample_quality.dc_k",
+)  # fmt: skip
+
+
+@dataclass
+class Chart:
+    title: str
+    series: dict[str, list[tuple[float, float]]]  # name -> (step, value) points
+    reference: float | None = None  # a horizontal line, e.g. D = 1/2
+
+
+@dataclass
+class Gallery:
+    title: str
+    frames: list[tuple[str, str]]  # (label, data: URI)
+
+
+@dataclass
+class RunView:
+    """What the report shows of one run folder (or of one sweep folder)."""
+
+    name: str
+    path: Path
+    family: str
+    config: dict[str, Any]
+    status: dict[str, Any]
+    curves: dict[str, list[tuple[float, float]]]
+    galleries: list[Gallery] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
+    sweep: dict[str, Any] | None = None
+
+
+def read_metrics(path: Path) -> tuple[dict[str, list[tuple[float, float]]], list[str], dict[str, Any]]:
+    """metrics.jsonl -> (curves by key, warnings logged, the last value of every key)."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    warnings: list[str] = []
+    last: dict[str, Any] = {}
+    if not path.exists():
+        return curves, warnings, last
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill mid-write: the rest of the file is still good
+        last.update(record)
+        if isinstance(record.get("warning"), str):
+            warnings.append(f"step {record.get('step')}: {record['warning']}")
+        step = record.get("step")
+        if not isinstance(step, (int, float)):
+            continue
+        for k, v in record.items():
+            if k not in NOT_CURVES and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                curves.setdefault(k, []).append((float(step), float(v)))
+    return {k: thin(v, MAX_POINTS) for k, v in curves.items()}, warnings, last
+
+
+def thin(items: list, n: int) -> list:
+    """At most n items, evenly spaced, the first and last kept."""
+    if len(items) <= n:
+        return items
+    idx = sorted({round(i * (len(items) - 1) / (n - 1)) for i in range(n)})
+    return [items[i] for i in idx]
+
+
+def chart_groups(family: str) -> dict[str, tuple[tuple[str, ...], float | None]]:
+    from genlab.train import FAMILIES
+
+    module = FAMILIES.get(family)
+    return dict(getattr(module, "CHARTS", {}))
+
+
+def charts(views: list[RunView]) -> list[Chart]:
+    """Curves of every run, grouped as each family asks; series are named by run when there are several."""
+    out: dict[str, Chart] = {}
+    several = len(views) > 1
+    for view in views:
+        groups = chart_groups(view.family)
+        placed: set[str] = set()
+        for title, (keys, ref) in groups.items():
+            for k in keys:
+                if k in view.curves:
+                    chart = out.setdefault(title, Chart(title, {}, ref))
+                    chart.series[f"{view.name}: {k}" if several else k] = view.curves[k]
+                    placed.add(k)
+        for k, points in view.curves.items():
+            if k in placed:
+                continue
+            title = "images per second" if k in SPEED_KEYS else k
+            chart = out.setdefault(title, Chart(title, {}))
+            chart.series[view.name if several else k] = points
+    return list(out.values())
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def config_table(views: list[RunView]) -> tuple[list[tuple[str, list[Any]]], int]:
+    """(rows of key and one value per run, number of keys hidden); several runs: only keys that differ."""
+    flats = [flatten(v.config) for v in views]
+    keys = sorted(set().union(*flats))
+    rows = [(k, [f.get(k, "–") for f in flats]) for k in keys]
+    if len(views) == 1:
+        return rows, 0
+    differ = [(k, vals) for k, vals in rows if any(json.dumps(x) != json.dumps(vals[0]) for x in vals)]
+    return differ, len(rows) - len(differ)
+
+
+def eval_table(views: list[RunView]) -> tuple[list[dict[str, Any]], list[tuple[str, list[Any]]]]:
+    """(metric rows with the best run marked, method rows); runs without an evaluation show –."""
+    flats = [flatten(v.evaluation) if v.evaluation else {} for v in views]
+    method_keys = [k for k in METHOD_KEYS if any(k in f for f in flats)]
+    method = [(k, [f.get(k, "–") for f in flats]) for k in method_keys]
+    skip = set(METHOD_KEYS) | {"run", "run_step", "family", "data", "genlab", "torch", "train_seed", "seconds"}
+    keys = [k for k in dict.fromkeys(k for f in flats for k in f) if k not in skip and not k.endswith(".sha256")]
+    rows = []
+    for k in keys:
+        values = [f.get(k) for f in flats]
+        leaf = k.rsplit(".", 1)[-1]
+        numeric = [(i, v) for i, v in enumerate(values) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        best = None
+        if len(views) > 1 and len(numeric) > 1 and (leaf in LOWER_IS_BETTER or leaf in HIGHER_IS_BETTER):
+            pick = min if leaf in LOWER_IS_BETTER else max
+            best = pick(numeric, key=lambda iv: iv[1])[0]
+        direction = "↓" if leaf in LOWER_IS_BETTER else "↑" if leaf in HIGHER_IS_BETTER else ""
+        rows.append({"key": k, "direction": direction, "values": [show(v) for v in values], "best": best})
+    return rows, [(k, [show(v) for v in vals]) for k, vals in method]
+
+
+def show(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(show(v) for v in value)
+    return str(value)
+
+
+def data_uri(path: Path) -> str:
+    kind = "gif" if path.suffix.lower() == ".gif" else "png"
+    return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _epoch(path: Path) -> int:
+    return int(re.findall(r"\d+", path.stem)[-1])
+
+
+def galleries(run: Path) -> list[Gallery]:
+    """Per-epoch pictures under one slider each (samples, traversals), then other pictures of the run."""
+    out = []
+    samples = run / "samples"
+    for title, pattern, last in (
+        ("samples (fixed noise) by epoch", "epoch_*.png", "last.png"),
+        ("latent traversals by epoch", "traverse_epoch_*.png", "traverse_last.png"),
+    ):
+        paths = sorted(samples.glob(pattern), key=_epoch) if samples.is_dir() else []
+        frames = [(f"epoch {_epoch(p)}", p) for p in paths]
+        if (samples / last).exists():
+            frames.append(("end of run", samples / last))
+        if frames:
+            out.append(Gallery(title, [(label, data_uri(p)) for label, p in thin(frames, MAX_FRAMES)]))
+    for p in sorted([*run.glob("*.png"), *run.glob("*.gif")]):
+        out.append(Gallery(p.stem.replace("_", " "), [(p.name, data_uri(p))]))
+    return out
+
+
+def latest_eval(run: Path) -> dict[str, Any] | None:
+    """The newest evals/*.json (by the step it scored, then time written)."""
+    found = []
+    for p in (run / "evals").glob("*.json"):
+        try:
+            found.append((json.loads(p.read_text()), p.stat().st_mtime))
+        except (OSError, json.JSONDecodeError):
+            continue
+    if not found:
+        return None
+    return max(found, key=lambda rm: (rm[0].get("run_step") or 0, rm[1]))[0]
+
+
+def load_view(path: str | Path) -> RunView:
+    """Everything the report shows of a run folder or a sweep folder."""
+    run = Path(path)
+    if (run / "sweep.json").exists():
+        sweep = json.loads((run / "sweep.json").read_text())
+        pictures = (
+            [Gallery("the sweep's figure", [("sweep.png", data_uri(run / "sweep.png"))])] if (run / "sweep.png").exists() else []
+        )
+        status = {"runs": len(sweep.get("rows", [])), "reason": "sweep"}
+        config = {"sweep": {k: v for k, v in sweep.items() if k != "rows"}}
+        return RunView(run.name, run, sweep.get("family", "?"), config, status, {}, pictures, sweep=sweep)
+    if not (run / "config.json").exists():
+        raise GenlabError(f"{run}: not a genlab run folder (no config.json); give the --out folder of a genlab train run")
+    config = json.loads((run / "config.json").read_text())
+    curves, warnings, last = read_metrics(run / "metrics.jsonl")
+    status: dict[str, Any] = {"steps": last.get("step", 0), "epochs": last.get("epoch", 0)}
+    if (run / "status.json").exists():
+        status.update(json.loads((run / "status.json").read_text()))
+        status["reason"] = REASONS.get(status.get("reason"), status.get("reason"))
+    else:
+        status["reason"] = "unknown: no status.json (still running, or killed before the end)"
+    if last.get("skipped_steps"):
+        warnings.append(f"{last['skipped_steps']} step(s) skipped for a non-finite loss (train.nan_policy = skip)")
+    evaluation = latest_eval(run)
+    collapse = (evaluation or {}).get("sample_quality", {}).get("collapse_warning")
+    if collapse:
+        warnings.append(f"evaluation: {collapse}")
+    status["warnings"] = warnings
+    name = run.name if run.name not in ("vae", "gan") or not run.parent.name else f"{run.parent.name}/{run.name}"
+    return RunView(name, run, config.get("family", "?"), config, status, curves, galleries(run), evaluation)
+
+
+def render(views: list[RunView]) -> str:
+    """The report page as one HTML string."""
+    from genlab import __version__
+
+    rows, method = eval_table(views)
+    config_rows, hidden = config_table(views)
+    data = {
+        "charts": [{"title": c.title, "series": c.series, "reference": c.reference} for c in charts(views)],
+        "galleries": [[{"title": g.title, "frames": g.frames} for g in v.galleries] for v in views],
+    }
+    return page("report.html.j2").render(
+        views=views, eval_rows=rows, method_rows=method, config_rows=config_rows, hidden=hidden, data=data, show=show,
+        version=__version__, css=asset("style.css"), charts_js=asset("charts.js"),
+    )  # fmt: skip
+
+
+def asset(name: str):
+    """A file of genlab/web, to be put in the page as it is (CSS, JavaScript)."""
+    from importlib.resources import files
+
+    from markupsafe import Markup
+
+    return Markup(files("genlab").joinpath("web", name).read_text())
+
+
+def page(name: str):
+    """A Jinja2 template of genlab/web, HTML-escaping every value put in it."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(loader=PackageLoader("genlab", "web"), autoescape=select_autoescape(["html", "j2"])).get_template(name)
+
+
+def write_report(paths: list[str | Path], out: str | Path) -> Path:
+    """Render the report of paths into out (atomically); returns out."""
+    from genlab.io import atomic_write_bytes
+
+    views = [load_view(p) for p in paths]
+    names = [v.name for v in views]
+    for i, v in enumerate(views):  # two runs named alike (runs/a/vae, runs/b/vae) stay apart in legends
+        if names.count(v.name) > 1:
+            v.name = f"{v.name} ({i + 1})"
+    return atomic_write_bytes(out, render(views).encode())
