@@ -10,8 +10,9 @@ For each seed, train both sides on Fashion-MNIST and score every one with `genla
 Usage: python scripts/fidelity.py [--seeds 0,1,2,3,4] [--epochs 10,20] [--out runs/fidelity]
                                   [--sides genlab,notes] [--set KEY=VALUE ...]
 `--set` goes to the genlab side only (for bisecting one difference at a time).
-Writes OUT/<side>-s<seed>-e<epochs>.json, OUT/seconds.json and OUT/table.md (about 70 minutes on
-2 CPU cores for the defaults). Runs already scored are skipped, so an interrupted call continues.
+Writes OUT/<side>-s<seed>-e<epochs>.json (and .seconds) and OUT/table.md (about 70 minutes on
+2 CPU cores for the defaults). Runs already scored are skipped, so an interrupted call continues,
+and calls on disjoint seeds may share OUT (e.g. two at once with OMP_NUM_THREADS=1 on 2 cores).
 """
 
 from __future__ import annotations
@@ -162,7 +163,12 @@ def evaluate(run: Path, out: Path) -> None:
     subprocess.run([*GENLAB, "eval", str(run), "--n", "10000", "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
 
 
-def genlab_side(seed: int, epochs: list[int], out: Path, sets: list[str], seconds: dict) -> None:
+def record_seconds(out: Path, name: str, seconds: float) -> None:
+    """Training seconds of one scored run, beside its score (one file each: several callers may run at once)."""
+    (out / f"{name}.seconds").write_text(f"{seconds:.1f}\n")
+
+
+def genlab_side(seed: int, epochs: list[int], out: Path, sets: list[str]) -> None:
     run = out / "runs" / f"genlab-s{seed}"
     extra = [a for kv in sets for a in ("--set", kv)]
     for n, e in enumerate(epochs):
@@ -177,18 +183,18 @@ def genlab_side(seed: int, epochs: list[int], out: Path, sets: list[str], second
             cmd = [*GENLAB, "train", "gan", "--resume", str(run), "--epochs", str(e), "--quiet"]
         t0 = time.monotonic()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        seconds[f"genlab-s{seed}-e{e}"] = round(time.monotonic() - t0, 1)
+        record_seconds(out, f"genlab-s{seed}-e{e}", time.monotonic() - t0)
         evaluate(run, score)
 
 
-def notes_side(seed: int, epochs: list[int], out: Path, seconds: dict) -> None:
+def notes_side(seed: int, epochs: list[int], out: Path) -> None:
     if all((out / f"notes-s{seed}-e{e}.json").exists() for e in epochs):
         return
     t0 = time.monotonic()
     scored = []
 
     def save(g: nn.Module, d: nn.Module, epoch: int, step: int) -> None:
-        seconds[f"notes-s{seed}-e{epoch}"] = round(time.monotonic() - t0 - sum(scored), 1)
+        record_seconds(out, f"notes-s{seed}-e{epoch}", time.monotonic() - t0 - sum(scored))
         t1 = time.monotonic()
         run = out / "runs" / f"notes-s{seed}-e{epoch}"
         save_as_run(run, seed, g, d, epoch, step)
@@ -204,7 +210,7 @@ def mean_std(values: list[float], digits: int = 1) -> str:
 
 def table(out: Path, seeds: list[int], epochs: list[int], sides: list[str]) -> str:
     """Per epoch count: each side's FDs by seed, mean ± std, coverage, and whether the two differ."""
-    seconds = json.loads((out / "seconds.json").read_text()) if (out / "seconds.json").exists() else {}
+    seconds = {p.stem: float(p.read_text()) for p in out.glob("*.seconds")}
     lines = [
         "| epochs | side | FD by seed (" + ", ".join(map(str, seeds)) + ") | FD mean ± std | coverage | recall "
         "| largest class share | train s |",
@@ -246,22 +252,20 @@ def main() -> None:
     p.add_argument("--sides", default="genlab,notes")
     p.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, default=Path("runs/fidelity"))
+    p.add_argument("--table-seeds", help="seeds the table shows (default: --seeds); for runs split over several calls")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     epochs = sorted(int(e) for e in args.epochs.split(","))
     sides = args.sides.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
-    seconds_file = args.out / "seconds.json"
-    seconds = json.loads(seconds_file.read_text()) if seconds_file.exists() else {}
     for seed in seeds:  # seed by seed, both sides, so that a partial result is balanced
         for side in sides:
             if side == "genlab":
-                genlab_side(seed, epochs, args.out, args.sets, seconds)
+                genlab_side(seed, epochs, args.out, args.sets)
             else:
-                notes_side(seed, epochs, args.out, seconds)
-            seconds_file.write_text(json.dumps(seconds, indent=1))
+                notes_side(seed, epochs, args.out)
             print(f"fidelity: seed {seed} {side} done", flush=True)
-    text = table(args.out, seeds, epochs, sides)
+    text = table(args.out, [int(s) for s in args.table_seeds.split(",")] if args.table_seeds else seeds, epochs, sides)
     (args.out / "table.md").write_text(text)
     print(text)
 

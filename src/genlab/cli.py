@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from genlab.errors import ConfigError, GenlabError
+from genlab.models import MODELS, kind
 
 # train.* keys that --resume may change: limits and where to run, not what is computed.
 RESUMABLE = {"train.epochs", "train.max_steps", "train.time_budget", "train.device", "train.log_every", "train.sample_every"}
@@ -152,7 +153,7 @@ def _vae_run(args: argparse.Namespace):
     from genlab.runs import load_run
 
     config, model, state = load_run(args.run, args.device)
-    if config.family != "vae":
+    if kind(config.family) != "vae":
         raise GenlabError(f"{args.run} is a {config.family} run; this command needs a VAE run")
     return config, model, state
 
@@ -208,10 +209,11 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     if suffix not in (".png", ".gif", ".npy"):
         raise GenlabError(f"cannot write {Path(args.out).name}: the output must end in .png, .gif or .npy")
     config, model, state = load_run(args.run, args.device)
-    reference = _test_images(config, 500, torch.device("cpu")) if config.family == "vae" else None
+    reference = _test_images(config, 500, torch.device("cpu")) if kind(config.family) == "vae" else None
     if reference is not None and not 0 <= args.index < len(reference):
         raise GenlabError(f"--index must be in [0, {len(reference) - 1}], got {args.index}")
-    t = traverse(model, config.family, reference, config.data.binarize, args.index, args.dims, args.range, args.steps, args.seed)
+    family = kind(config.family)
+    t = traverse(model, family, reference, config.data.binarize, args.index, args.dims, args.range, args.steps, args.seed)
     size = _output_size(state)
     images = dim_inactive(t)
     images = crop_to(images, size) if size else images
@@ -221,7 +223,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
         out = save_gif(args.out, frames, nrow=len(t.dims), scale=args.scale)
     else:
         out = save_images(args.out, images, nrow=t.steps, scale=args.scale)
-    if config.family == "vae":
+    if kind(config.family) == "vae":
         rows = ", ".join(f"z{d} {k:.2f}" + ("" if a else " (inactive)") for d, k, a in zip(t.dims, t.kl, t.active))
         print(f"genlab: rows by KL (nats): {rows}")
     print(f"genlab: wrote a traversal of {len(t.dims)} dimensions over [-{args.range}, {args.range}] to {out}")
@@ -239,7 +241,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config, model, state = load_run(args.run, args.device)
     train, test = splits(config)
     factor_data = train if getattr(train, "factors", None) is not None else None
-    if config.family == "vae" and factor_data is None:
+    if kind(config.family) == "vae" and factor_data is None:
         print(f"genlab: {config.data.dataset} has no known factors: disentanglement metrics are the unsupervised part only")
     args_ = (args.n, args.seed, args.nll_n, args.k, args.inception, factor_data, args.sampled)
     result = evaluate(config, model, state, test, *args_)
@@ -413,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model family on a data set")
-    p.add_argument("family", choices=["vae", "gan"])
+    p.add_argument("family", choices=list(MODELS))
     p.add_argument("--config", help="TOML or YAML file with [model] [loss] [train] [data] sections")
     p.add_argument("--data", help="built-in data set (fashion-mnist, mnist) or a folder of images or IDX files")
     p.add_argument("--epochs", type=int)

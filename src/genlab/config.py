@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab.errors import ConfigError
-from genlab.models import MODELS
+from genlab.models import KINDS, MODELS, kind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,9 +63,27 @@ class GANLossConfig:
     """The notes' BCE; on logits by default (same model, finite where the Sigmoid saturates)."""
 
     logits: bool = True
+    adversarial: str = "bce"  # "bce": the notes' (non-saturating) loss; "hinge": SNGAN's
 
     def validate(self) -> None:
-        pass
+        _choice("loss.adversarial", self.adversarial, ("bce", "hinge"))
+        if self.adversarial == "hinge" and not self.logits:
+            raise ConfigError('loss.adversarial = "hinge" scores D\'s logits; set loss.logits = true')
+
+
+@dataclass(frozen=True)
+class WGANLossConfig:
+    """WGAN-GP (Gulrajani et al. 2017): lambda = 10, five critic updates per generator update."""
+
+    gp_weight: float = 10.0
+    n_critic: int = 5
+
+    def validate(self) -> None:
+        _positive("loss.gp_weight", self.gp_weight, allow_zero=True)
+        if not isinstance(self.n_critic, int) or self.n_critic < 1:
+            raise ConfigError(
+                f"loss.n_critic must be an integer >= 1 (critic steps per generator step; WGAN-GP uses 5), got {self.n_critic}"
+            )
 
 
 @dataclass(frozen=True)
@@ -152,12 +170,15 @@ class DataConfig:
             raise ConfigError(f"data.image_size must be 32 or 64 (factor data sets), got {self.image_size}")
 
 
-LOSSES = {"vae": VAELossConfig, "gan": GANLossConfig}
+LOSSES = {family: VAELossConfig if k == "vae" else GANLossConfig for family, k in KINDS.items()} | {"wgan-gp": WGANLossConfig}
 # Family defaults where the notes' reference implementations differ (PyTorch-VAE vs PyTorch-GAN).
 # The model's image shape, unless set, follows the data (data_shape_defaults).
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "vae": {"model": {}, "train": {"lr": 0.005, "betas": (0.9, 0.999)}},
     "gan": {"model": {}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},
+    "dcgan": {"model": {}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},  # Radford et al. 2015
+    "sngan": {"model": {}, "loss": {"adversarial": "hinge"}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},  # Miyato's C
+    "wgan-gp": {"model": {}, "train": {"lr": 0.0001, "betas": (0.0, 0.9)}},  # Gulrajani et al. 2017
 }
 
 
@@ -170,11 +191,11 @@ def data_shape_defaults(family: str, model: dict[str, Any], data: DataConfig) ->
     """
     from genlab.data import FOLDER_IMAGE_SIZE, native_shape
 
-    keys = ("in_channels", "image_size") if family == "vae" else ("img_shape",)
+    keys = ("in_channels", "image_size") if kind(family) == "vae" else ("img_shape",)
     if all(k in model for k in keys):
         return {}
     channels, native = native_shape(data)
-    if family == "gan":
+    if kind(family) == "gan":
         size = native or FOLDER_IMAGE_SIZE
         return {"img_shape": (channels, size, size)}
     out: dict[str, Any] = {}

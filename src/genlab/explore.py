@@ -22,6 +22,7 @@ import torch
 
 from genlab.data import crop_to, to_float, vae_input
 from genlab.io import png_bytes, to_uint8
+from genlab.models import kind
 from genlab.traversal import MAX_ROWS, kl_per_dim
 
 Z_LIMIT = 10.0  # |z_i| beyond this is far outside N(0, 1) and surely a client error
@@ -51,14 +52,15 @@ class Explorer:
     def __init__(self, config, model: torch.nn.Module, test, seed: int = 0) -> None:
         self.config, self.model, self.test = config, model.eval(), test
         self.family = config.family
+        self.kind = kind(config.family)
         self.latent_dim = int(config.model.latent_dim)
         self.original_size = tuple(test.original_size)
         self.device = next(model.parameters()).device
         self.lock = threading.Lock()  # one decode at a time: torch already uses every core for one
         self.classes = getattr(config.model, "num_classes", None)  # conditional models: a class picker
         gen = torch.Generator().manual_seed(seed)
-        self.directions = self._vae_directions() if self.family == "vae" else self._gan_directions(gen)
-        self.map = self._map() if self.family == "vae" else None
+        self.directions = self._vae_directions() if self.kind == "vae" else self._gan_directions(gen)
+        self.map = self._map() if self.kind == "vae" else None
 
     @torch.no_grad()
     def _vae_directions(self) -> list[Direction]:
@@ -73,8 +75,7 @@ class Explorer:
         """GANSpace's recipe on the generator's first layer: PCA of its activations over draws of z,
         then each component carried back into z by least squares; unit length, by explained variance."""
         z = torch.randn(GAN_FIT, self.latent_dim, generator=gen)
-        first = self.model.generator.model[:2]  # Linear + LeakyReLU: the first block
-        h = first(z.to(self.device)).cpu().double()
+        h = self.model.generator.stem(z.to(self.device)).cpu().double()
         h = h - h.mean(0)
         _, s, vt = torch.linalg.svd(h, full_matrices=False)
         k = min(MAX_ROWS, vt.shape[0])
@@ -102,10 +103,11 @@ class Explorer:
     def info(self) -> dict[str, Any]:
         return {
             "family": self.family,
+            "kind": self.kind,
             "latent_dim": self.latent_dim,
             "directions": [d.__dict__ for d in self.directions],
             "direction_kind": "latent dimensions by KL (nats)"
-            if self.family == "vae"
+            if self.kind == "vae"
             else "principal directions of G's first layer",
             "test_images": len(self.test),
             "classes": self.classes,
@@ -137,7 +139,7 @@ class Explorer:
         """(1, latent) -> (H, W, C) uint8 pixels, cropped to the data's own size."""
         with self.lock:
             z = z.to(self.device)
-            if self.family == "vae":
+            if self.kind == "vae":
                 out = self.model.to_image(self.model.decode(z))
             else:
                 out = self.model.generator(z)
@@ -151,7 +153,7 @@ class Explorer:
 
     @torch.no_grad()
     def encode_index(self, i: int) -> list[float]:
-        if self.family != "vae":
+        if self.kind != "vae":
             raise BadRequest("a GAN has no encoder: use random draws instead", HTTPStatus.NOT_FOUND)
         with self.lock:
             return self._encode(self.test.images[i : i + 1])[0].tolist()

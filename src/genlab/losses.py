@@ -118,3 +118,22 @@ def gan_g_loss(fake_scores: Tensor, logits: bool = True) -> Tensor:
     """The notes' generator loss: BCE of D(G(z)) against "real" (non-saturating, maximises log D(G(z)))."""
     bce = F.binary_cross_entropy_with_logits if logits else F.binary_cross_entropy
     return bce(fake_scores, torch.ones_like(fake_scores))
+
+
+def hinge_d_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+    """The hinge loss of D (Lim & Ye 2017; Miyato et al. 2018): E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]."""
+    return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+
+
+def hinge_g_loss(fake_scores: Tensor) -> Tensor:
+    """The hinge loss of G: -E[D(G(z))]."""
+    return -fake_scores.mean()
+
+
+def gradient_penalty(critic, real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP's E[(||grad_x D(x_hat)||_2 - 1)^2], x_hat = e x + (1 - e) G(z), e ~ U[0, 1] per sample;
+    the norm is taken over each flattened sample. Differentiable in D's weights (create_graph)."""
+    eps = torch.rand(real.size(0), *([1] * (real.dim() - 1)), device=real.device, generator=generator)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()

@@ -10,7 +10,7 @@ from genlab import checkpoint as ckpt
 from genlab.config import RunConfig, from_dict
 from genlab.data import ImageData, load_dataset
 from genlab.errors import ConfigError
-from genlab.models import build_model
+from genlab.models import build_model, kind
 
 
 def resolve_device(name: str) -> torch.device:
@@ -24,7 +24,7 @@ def resolve_device(name: str) -> torch.device:
 def model_shape(config: RunConfig) -> tuple[int, int]:
     """(channels, square size) of the model's images."""
     m = config.model
-    return (m.in_channels, m.image_size) if config.family == "vae" else (m.img_shape[0], m.img_shape[-1])
+    return (m.in_channels, m.image_size) if kind(config.family) == "vae" else (m.img_shape[0], m.img_shape[-1])
 
 
 def load_run(path: str, device: str = "auto") -> tuple[RunConfig, torch.nn.Module, dict[str, Any]]:

@@ -20,6 +20,7 @@ from genlab.eval.latents import latent_report
 from genlab.eval.likelihood import elbo_and_iwae
 from genlab.eval.precision_recall import density_coverage, precision_recall
 from genlab.losses import decoder_variance
+from genlab.models import kind
 
 
 @torch.no_grad()
@@ -133,6 +134,9 @@ def gan_health(model: nn.Module, test: ImageData, fake: Tensor) -> dict[str, flo
     real = to_float(test.images[: len(fake)]).to(device)
     p_real = torch.cat([model.discriminator(real[i : i + 1000]) for i in range(0, len(real), 1000)]).cpu()
     p_fake = torch.cat([model.discriminator(fake[i : i + 1000].to(device)) for i in range(0, len(fake), 1000)]).cpu()
+    if getattr(model, "critic", False):  # WGAN: unbounded scores, no probabilities to threshold
+        w = (p_real.mean() - p_fake.mean()).item()
+        return {"critic_real": p_real.mean().item(), "critic_fake": p_fake.mean().item(), "w_estimate": w}
     acc = ((p_real > 0.5).float().mean() + (p_fake <= 0.5).float().mean()) / 2
     return {"d_real": p_real.mean().item(), "d_fake": p_fake.mean().item(), "d_acc": acc.item()}
 
@@ -178,7 +182,7 @@ def evaluate(
             "test_accuracy": meta.get("test_accuracy"),
         }
         result["sample_quality"] = quality
-    if config.family == "vae":
+    if kind(config.family) == "vae":
         result["likelihood"] = vae_likelihood(model, config, test, nll_n, k, seed)
         result["disentanglement"] = latent_report(model, config.data.binarize, data or test, test, seed, sampled)
     else:
@@ -236,7 +240,10 @@ def format_table(result: dict[str, Any]) -> str:
             rows.append(("factor metrics", dis["factor_metrics"]))
     if "gan_health" in result:
         g = result["gan_health"]
-        rows.append(("D(x) / D(G(z)) / D acc", f"{g['d_real']:.3f} / {g['d_fake']:.3f} / {g['d_acc']:.3f}"))
+        if "w_estimate" in g:
+            rows.append(("critic: Wasserstein estimate", f"{g['w_estimate']:.4g}"))
+        else:
+            rows.append(("D(x) / D(G(z)) / D acc", f"{g['d_real']:.3f} / {g['d_fake']:.3f} / {g['d_acc']:.3f}"))
     if "inception_fid" in result:
         rows.append(("Inception FID", result["inception_fid"]))
     rows.append(("seconds", result["seconds"]))

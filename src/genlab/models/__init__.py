@@ -7,13 +7,26 @@ from typing import Any
 
 from torch import nn
 
+from genlab.models.dcgan import DCGAN, DCGANConfig
 from genlab.models.gan import GAN, Discriminator, GANConfig, Generator
+from genlab.models.sngan import SNGAN, SNGANConfig
 from genlab.models.vae import VAEConfig, VanillaVAE
+from genlab.models.wgan_gp import WGANGP, WGANGPConfig
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "vae": (VAEConfig, VanillaVAE),
     "gan": (GANConfig, GAN),
+    "dcgan": (DCGANConfig, DCGAN),
+    "sngan": (SNGANConfig, SNGAN),
+    "wgan-gp": (WGANGPConfig, WGANGP),
 }
+# What each model is, for what follows from it (its training step, pictures, metrics): "vae" models
+# have encode/decode/to_image, "gan" models a generator and a discriminator(x, logits=...).
+KINDS = {"vae": "vae", "gan": "gan", "dcgan": "gan", "sngan": "gan", "wgan-gp": "gan"}
+
+
+def kind(family: str) -> str:
+    return KINDS[family]
 
 
 def build_model(family: str, config: Any) -> nn.Module:
@@ -22,4 +35,17 @@ def build_model(family: str, config: Any) -> nn.Module:
     return cls(**asdict(config))
 
 
-__all__ = ["GAN", "MODELS", "Discriminator", "GANConfig", "Generator", "VAEConfig", "VanillaVAE", "build_model"]
+__all__ = [
+    "DCGAN",
+    "GAN",
+    "KINDS",
+    "MODELS",
+    "DCGANConfig",
+    "kind",
+    "Discriminator",
+    "GANConfig",
+    "Generator",
+    "VAEConfig",
+    "VanillaVAE",
+    "build_model",
+]

@@ -72,6 +72,10 @@ class Generator(nn.Module):
             nn.Tanh(),
         )
 
+    def stem(self, z: Tensor) -> Tensor:
+        """The first block's activations (Linear + LeakyReLU): the explorer's principal directions."""
+        return self.model[:2](z)
+
     def forward(self, z: Tensor) -> Tensor:
         """(B, latent_dim) -> (B, C, H, W) in [-1, 1]."""
         return self.model(z).view(z.size(0), *self.img_shape)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from genlab.errors import GenlabError
+from genlab.models import kind
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def cleanup(world: World) -> None:
 def wrap(family: str, model: nn.Module, device: torch.device) -> nn.Module | SimpleNamespace:
     """What the step function drives under DDP: the VAE, or G and D wrapped separately."""
     ids = [device.index] if device.type == "cuda" else None
-    if family == "vae":
+    if kind(family) == "vae":
         return DistributedDataParallel(model, device_ids=ids)
     return SimpleNamespace(
         generator=DistributedDataParallel(model.generator, device_ids=ids),

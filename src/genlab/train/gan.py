@@ -9,7 +9,7 @@ from torch.optim import Adam, Optimizer
 
 from genlab.config import GANLossConfig, RunConfig
 from genlab.data import ImageData, to_float
-from genlab.losses import gan_d_loss, gan_g_loss
+from genlab.losses import gan_d_loss, gan_g_loss, hinge_d_loss, hinge_g_loss
 from genlab.models.gan import GAN
 from genlab.train.common import FP32, Precision, backward, update
 from genlab.train.common import step as optimizer_step
@@ -58,8 +58,8 @@ def gan_step(
         fake = g(z)
         scores = d(torch.cat([real, fake]), logits=loss.logits)
         real_scores, fake_scores = scores.float().split(real.size(0))
-        g_loss = gan_g_loss(fake_scores, loss.logits)  # 1. G: make D call the fakes real
-        d_loss = gan_d_loss(real_scores, fake_scores, loss.logits)  # 2. D: real -> 1, fakes -> 0, averaged
+        g_loss = g_objective(fake_scores, loss)  # 1. G: make D call the fakes real
+        d_loss = d_objective(real_scores, fake_scores, loss)  # 2. D: real -> 1, fakes -> 0, averaged
     opt_g.zero_grad(set_to_none=True)
     opt_d.zero_grad(set_to_none=True)
     # D's weights get no gradient from g_loss and G's none from d_loss (the notes' detach).
@@ -81,15 +81,25 @@ def _two_forwards(
     g, d = model.generator, model.discriminator
     with amp.autocast():
         fake = g(z)
-        g_loss = gan_g_loss(d(fake, logits=loss.logits), loss.logits)
+        g_loss = g_objective(d(fake, logits=loss.logits), loss)
     update(opt_g, g_loss, skip, amp.scaler("opt_g"))
     with amp.autocast():
         # One forward over both halves: D has no batch statistics, so this equals two calls, and DDP needs one.
         scores = d(torch.cat([real, fake.detach()]), logits=loss.logits)  # detach: no gradient into G
         real_scores, fake_scores = scores.float().split(real.size(0))
-        d_loss = gan_d_loss(real_scores, fake_scores, loss.logits)
+        d_loss = d_objective(real_scores, fake_scores, loss)
     update(opt_d, d_loss, skip, amp.scaler("opt_d"))
     return _outputs(g_loss, d_loss, real_scores, fake_scores, loss.logits)
+
+
+def g_objective(fake_scores: Tensor, loss: GANLossConfig) -> Tensor:
+    return hinge_g_loss(fake_scores) if loss.adversarial == "hinge" else gan_g_loss(fake_scores, loss.logits)
+
+
+def d_objective(real_scores: Tensor, fake_scores: Tensor, loss: GANLossConfig) -> Tensor:
+    if loss.adversarial == "hinge":
+        return hinge_d_loss(real_scores, fake_scores)
+    return gan_d_loss(real_scores, fake_scores, loss.logits)
 
 
 def _outputs(g_loss: Tensor, d_loss: Tensor, real_scores: Tensor, fake_scores: Tensor, logits: bool) -> dict[str, Tensor]:
