@@ -9,7 +9,7 @@ RUN    ?= runs/main-$(STAMP)
 BUDGET ?= 150
 FASHION = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data run test table bench sweep fidelity clean
+.PHONY: setup data run test table bench sweep fidelity zoo clean
 
 $(BIN)/genlab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ sweep: setup
 # The notes' GAN over whole runs: genlab's CLI vs the notes' loop transcribed, 5 seeds, 10 and 20 epochs (~75 min).
 fidelity: setup data
 	$(BIN)/python scripts/fidelity.py --out runs/fidelity
+
+# The notes' models and their fixes under one wall budget: ZOO_BUDGET s per run, 3 seeds, two runs at a time
+# on one core each (~60 min on 2 CPU cores for 300 s).
+ZOO_BUDGET ?= 300
+zoo: setup data
+	$(BIN)/python scripts/zoo.py --budget $(ZOO_BUDGET) --seeds 0,1,2 --parallel 2 --out runs/zoo
 
 bench: setup
 	$(BIN)/genlab bench vae gan --json runs/bench.json

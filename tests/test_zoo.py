@@ -168,3 +168,41 @@ def test_new_models_run_under_torchrun(family: str, idx_data: Path, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["ranks_identical"] is True and last["world_size"] == 2
+
+
+def test_sigma_vae_uses_the_maximum_likelihood_sigma() -> None:
+    from genlab.losses import gaussian_kl, gaussian_nll, optimal_log_sigma, sigma_vae_loss
+
+    torch.manual_seed(0)
+    x, recons = torch.rand(6, 1, 8, 8) * 2 - 1, torch.rand(6, 1, 8, 8) * 2 - 1
+    mu, logvar = torch.randn(6, 4), torch.randn(6, 4) * 0.1
+    out = sigma_vae_loss(recons, x, mu, logvar, beta=1.0)
+    var = torch.exp(2 * optimal_log_sigma(recons, x)).item()
+    expected = gaussian_nll(recons, x, var) + gaussian_kl(mu, logvar)
+    assert out["loss"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
+    assert -out["elbo"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
+    for factor in (0.9, 1.1):  # any other shared variance gives a larger NLL
+        assert gaussian_nll(recons, x, var * factor).mean() > gaussian_nll(recons, x, var).mean()
+
+
+def test_sigma_vae_trains_and_calibrates_its_sigma(idx_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "sigma"
+    args = ["train", "vae", "--data", str(idx_data), "--out", str(run), "--max-steps", "8", "--batch-size", "16", "--quiet"]
+    args += ["--set", "model.decoder=sigma", "--set", "train.report=false"]
+    args += [a for k, v in SMALL["vae"].items() for a in ("--set", f"{k}={v}")]
+    assert main(args) == 0
+    log_sigma = weights(run)["log_sigma"].item()
+    assert -6 < log_sigma < 0  # moved from its start (0: sigma = 1) towards the reconstructions' RMS error
+    assert main(["eval", str(run), "--n", "32", "--nll-n", "16", "--k", "4", "--json", str(tmp_path / "e.json")]) == 0
+    assert "learned (σ-VAE) variance" in json.loads((tmp_path / "e.json").read_text())["likelihood"]["likelihood"]
+    with pytest.raises(ConfigError, match='set loss.loss_type = "beta"'):
+        load_config("vae", None, {"model.decoder": "sigma", "loss.loss_type": "capacity"})
+
+
+@pytest.mark.parametrize("family", NEW)
+def test_bench_rows_of_the_new_models(family: str) -> None:
+    from genlab.bench import bench_zoo
+
+    row = bench_zoo(family, torch.device("cpu"), batch_size=4, steps=1, repeats=1)["train"]
+    assert len(row["plain"]) == len(row["genlab"]) == 1 and min(row["plain"] + row["genlab"]) > 0
+    assert row["flops_per_image"] > 1e6  # conv layers at their shipped width: millions of FLOPs per image

@@ -311,6 +311,93 @@ def bench_gan(device: torch.device, batch_size: int, steps: int, repeats: int, c
     return results
 
 
+def plain_zoo_step(family: str, model: nn.Module, imgs: torch.Tensor, opt_g, opt_d, step: int, loss) -> float:
+    """The textbook loop of a model beyond the notes: separate D calls, the loss written out, a host sync.
+
+    DCGAN: BCE on the Sigmoid (pytorch/examples' dcgan); SNGAN: the hinge loss; WGAN-GP: Gulrajani et
+    al.'s Algorithm 1, a critic step with its gradient penalty every step, G every n_critic steps.
+    """
+    g, d = model.generator, model.discriminator
+    z = torch.randn(imgs.size(0), model.config.latent_dim, device=imgs.device)
+    if family == "wgan-gp":
+        fake = g(z).detach()
+        opt_d.zero_grad()
+        d_loss = d(fake).mean() - d(imgs).mean()
+        if loss.gp_weight:
+            eps = torch.rand(imgs.size(0), 1, 1, 1, device=imgs.device)
+            x_hat = (eps * imgs + (1 - eps) * fake).requires_grad_(True)
+            grad = torch.autograd.grad(d(x_hat).sum(), x_hat, create_graph=True)[0]
+            d_loss = d_loss + loss.gp_weight * ((grad.view(grad.size(0), -1).norm(2, dim=1) - 1) ** 2).mean()
+        d_loss.backward()
+        opt_d.step()
+        if (step + 1) % loss.n_critic == 0:
+            opt_g.zero_grad()
+            g_loss = -d(g(z)).mean()
+            g_loss.backward()
+            opt_g.step()
+        return d_loss.item()
+    hinge = getattr(loss, "adversarial", "bce") == "hinge"
+    bce = nn.BCELoss()
+    ones, zeros = torch.ones(imgs.size(0), 1, device=imgs.device), torch.zeros(imgs.size(0), 1, device=imgs.device)
+    opt_g.zero_grad()
+    fake = g(z)
+    g_loss = -d(fake, logits=True).mean() if hinge else bce(d(fake), ones)
+    g_loss.backward()
+    opt_g.step()
+    opt_d.zero_grad()
+    if hinge:
+        d_loss = F.relu(1 - d(imgs, logits=True)).mean() + F.relu(1 + d(fake.detach(), logits=True)).mean()
+    else:
+        d_loss = (bce(d(imgs), ones) + bce(d(fake.detach()), zeros)) / 2
+    d_loss.backward()
+    opt_d.step()
+    return d_loss.item()
+
+
+def bench_zoo(family: str, device: torch.device, batch_size: int, steps: int, repeats: int) -> dict[str, Any]:
+    """A model beyond the notes at its shipped settings: genlab's step against plain_zoo_step, same weights."""
+    import copy
+    from dataclasses import replace
+
+    from genlab.config import load_config
+    from genlab.models import build_model
+    from genlab.train import FAMILIES
+
+    config = load_config(family, None, {})
+    torch.manual_seed(0)
+    plain = build_model(family, config.model).to(device)
+    fast = copy.deepcopy(plain)
+    t = config.train
+    p_g = torch.optim.Adam(plain.generator.parameters(), lr=t.lr, betas=t.betas, foreach=False)
+    p_d = torch.optim.Adam(plain.discriminator.parameters(), lr=t.lr, betas=t.betas, foreach=False)
+    opts = FAMILIES[family].make_optimizers(fast, config)
+    x = torch.rand(batch_size, *config.model.img_shape, device=device) * 2 - 1
+    if t.channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    x_fast = x.contiguous(memory_format=torch.channels_last) if t.channels_last else x
+    counter = {"plain": 0, "genlab": 0}
+
+    def plain_step() -> None:
+        plain_zoo_step(family, plain, x, p_g, p_d, counter["plain"], config.loss)
+        counter["plain"] += 1
+
+    def fast_step() -> None:
+        FAMILIES[family].step(fast, x_fast, opts, config.loss, counter["genlab"])
+        counter["genlab"] += 1
+
+    # The flop counter cannot follow the gradient penalty's double backward: WGAN-GP's figure leaves it out.
+    counted = replace(config.loss, gp_weight=0.0) if family == "wgan-gp" else config.loss
+    flops = flops_of(lambda: plain_zoo_step(family, copy.deepcopy(plain), x, p_g, p_d, 0, counted))
+    return {
+        "train": {
+            "plain": timed(plain_step, device, steps, repeats),
+            "genlab": timed(fast_step, device, steps, repeats),
+            "flops_per_image": flops / batch_size,
+            "batch": batch_size,
+        }
+    }
+
+
 def probe_memory(family: str, path: str, batch_size: int, device: torch.device, steps: int = 5) -> int:
     """Peak memory (bytes) of `steps` training steps of one path: CUDA allocator peak, or this process's peak RSS."""
     if path == "genlab":
@@ -412,7 +499,9 @@ def raw_bench(
 ) -> dict[str, Any]:
     if family == "vae":
         return bench_vae(device, batch_size, steps, repeats, channels_last, compile, fuse)
-    return bench_gan(device, batch_size, steps, repeats, compile)
+    if family == "gan":
+        return bench_gan(device, batch_size, steps, repeats, compile)
+    return bench_zoo(family, device, batch_size, steps, repeats)
 
 
 def plain_in_default_process(family: str, batch_size: int, steps: int, repeats: int) -> dict[str, list[float]]:
@@ -445,7 +534,7 @@ def run_bench(
         default = plain_in_default_process(family, batch_size, steps, repeats)
         for name, row in raw.items():
             row["plain_same_allocator"], row["plain"] = row["plain"], default[row.get("plain_of", name)]
-    memory = peak_memory(family, batch_size, device)
+    memory = peak_memory(family, batch_size, device) if family in ("vae", "gan") else None
     return {
         "family": family,
         "device": str(device),

@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("bench", help="images/s of genlab's paths vs a plain PyTorch loop of the same model")
-    p.add_argument("families", nargs="*", choices=["vae", "gan"], metavar="{vae,gan}")
+    p.add_argument("families", nargs="*", choices=list(MODELS), metavar="{" + ",".join(MODELS) + "}")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="steps per timed repeat")

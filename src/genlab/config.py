@@ -230,6 +230,11 @@ class RunConfig:
             part.validate()
         if self.train.fuse_norm_act is True and self.family != "vae":
             raise ConfigError("train.fuse_norm_act fuses the VAE's BatchNorm2d + LeakyReLU; the GAN has none: set it false")
+        if self.family == "vae" and self.model.decoder == "sigma" and self.loss.loss_type != "beta":
+            raise ConfigError(
+                f'model.decoder = "sigma" trains the ELBO in nats with loss.beta on the KL; loss.loss_type = '
+                f'"{self.loss.loss_type}" weighs in the notes\' per-pixel units: set loss.loss_type = "beta"'
+            )
 
 
 def _resolve_beta_norm(loss: VAELossConfig, latent_dim: int) -> VAELossConfig:

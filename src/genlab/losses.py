@@ -42,6 +42,33 @@ def decoder_variance(kld_weight: float, num_pixels: int) -> float:
     return kld_weight * num_pixels / 2
 
 
+MIN_LOG_SIGMA = -6.0  # Rybkin et al. 2021 keep the optimal sigma from collapsing on perfect reconstructions
+
+
+def optimal_log_sigma(recons: Tensor, x: Tensor) -> Tensor:
+    """The sigma-VAE's shared decoder log sigma: the maximum-likelihood value, sqrt(mean squared error), floored."""
+    return (0.5 * (recons - x).square().mean().log()).clamp(min=MIN_LOG_SIGMA)
+
+
+def sigma_vae_loss(recons: Tensor, x: Tensor, mu: Tensor, logvar: Tensor, beta: float = 1.0) -> dict[str, Tensor]:
+    """-ELBO per image in nats (beta-weighted KL) under a Gaussian decoder with the batch's optimal shared sigma.
+
+    At the optimum the gradient through sigma is zero, so sigma is taken as a constant (detached):
+    NLL = ||x - x_hat||^2 / (2 sigma^2) + D log sigma + D/2 log(2 pi).
+    """
+    d = x[0].numel()
+    log_sigma = optimal_log_sigma(recons.detach(), x)
+    nll = squared_error(recons, x) / (2 * torch.exp(2 * log_sigma)) + d * log_sigma + 0.5 * d * math.log(2 * math.pi)
+    kl = gaussian_kl(mu, logvar)
+    return {
+        "loss": (nll + beta * kl).mean(),
+        "recon": F.mse_loss(recons.detach(), x),
+        "kl": kl.mean().detach(),
+        "elbo": -(nll.detach() + kl.detach()).mean(),
+        "log_sigma": log_sigma,
+    }
+
+
 def vae_loss(
     recons: Tensor,
     x: Tensor,

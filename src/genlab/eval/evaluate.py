@@ -97,6 +97,8 @@ def vae_likelihood(
     gen = torch.Generator(device).manual_seed(seed)
     d = math.prod(test.images.shape[1:])
     var = None if model.config.decoder == "bernoulli" else decoder_variance(config.loss.kld_weight, d)
+    if model.config.decoder == "sigma":
+        var = math.exp(2 * float(model.log_sigma))  # calibrated in training
     elbos, iws, kls, sq = [], [], [], []
     n = min(n, len(test))
     for i in range(0, n, batch_size):
@@ -112,7 +114,8 @@ def vae_likelihood(
     if model.config.decoder == "bernoulli":
         likelihood = "Bernoulli on pixels binarized at 127" if config.data.binarize else "Bernoulli on grey levels in [0, 1]"
     else:
-        likelihood = f"Gaussian, fixed variance {var:.4g} on pixels in [-1, 1] (a density: not comparable to discrete NLLs)"
+        kind_ = "learned (σ-VAE)" if model.config.decoder == "sigma" else "fixed"
+        likelihood = f"Gaussian, {kind_} variance {var:.4g} on pixels in [-1, 1] (a density: not comparable to discrete NLLs)"
     return {
         "likelihood": likelihood,
         "pixels": d,

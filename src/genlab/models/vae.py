@@ -25,7 +25,8 @@ class VAEConfig:
     latent_dim: int = 128
     hidden_dims: tuple[int, ...] = DEFAULT_HIDDEN_DIMS
     image_size: int = 64
-    # "gaussian": Tanh output in [-1, 1] and the notes' MSE; "bernoulli": logits over binarized pixels.
+    # "gaussian": Tanh output in [-1, 1] and the notes' MSE; "bernoulli": logits over binarized pixels;
+    # "sigma": the Tanh output as the mean of a Gaussian whose shared variance is learned (sigma-VAE).
     decoder: str = "gaussian"
 
     def validate(self) -> None:
@@ -44,8 +45,8 @@ class VAEConfig:
                 f"(the encoder halves it {len(self.hidden_dims)} times); use e.g. "
                 f"{max(factor, round(self.image_size / factor) * factor)} or fewer hidden_dims"
             )
-        if self.decoder not in ("gaussian", "bernoulli"):
-            raise ConfigError(f"model.decoder must be 'gaussian' or 'bernoulli', got {self.decoder!r}")
+        if self.decoder not in ("gaussian", "bernoulli", "sigma"):
+            raise ConfigError(f"model.decoder must be 'gaussian', 'bernoulli' or 'sigma', got {self.decoder!r}")
 
 
 def _down_block(in_channels: int, out_channels: int) -> ConvBlock:
@@ -101,9 +102,13 @@ class VanillaVAE(nn.Module):
             *_up_block(rev[-1], rev[-1]),
             ToImage2d(rev[-1], in_channels),  # Conv2d(k3, p1); output channels follow input
         ]
-        if decoder == "gaussian":
+        if decoder != "bernoulli":
             head.append(nn.Tanh())  # pixels live in [-1, 1]
         self.final_layer = ConvBlock(*head)
+        if decoder == "sigma":
+            # sigma-VAE (Rybkin et al. 2021): log sigma of the decoder's shared Gaussian, a running mean of
+            # each training batch's optimal value; saved with the weights, it is what likelihoods use.
+            self.register_buffer("log_sigma", torch.zeros(()))
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(B, C, H, W) -> mu, log_var, each (B, latent_dim)."""

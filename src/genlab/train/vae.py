@@ -8,11 +8,12 @@ from torch.optim import Adam, Optimizer
 
 from genlab.config import RunConfig, VAELossConfig
 from genlab.data import ImageData, vae_input
-from genlab.losses import tc_decomposition, vae_loss
+from genlab.losses import sigma_vae_loss, tc_decomposition, vae_loss
 from genlab.models.vae import VanillaVAE
 from genlab.train.common import FP32, Precision, unwrap, update
 
 LOG_KEYS = ("loss", "recon", "kl", "elbo")
+SIGMA_MOMENTUM = 0.01  # σ-VAE: weight of each batch's optimal log sigma in the running value
 # The report's charts (title -> keys, reference line): each term in training and on test batches together.
 CHARTS = {f"{k} (train, test)": ((k, f"val_{k}"), None) for k in LOG_KEYS}
 
@@ -38,13 +39,20 @@ def prepare(model: VanillaVAE, batch: Tensor, binarize: bool) -> Tensor:
 def objective(model: VanillaVAE, x: Tensor, loss: VAELossConfig, step: int) -> dict[str, Tensor]:
     """The notes' loss terms for one batch; model may be wrapped in DistributedDataParallel."""
     recons, x, mu, log_var, z = model(x, return_z=True)
-    return loss_terms(recons, x, mu, log_var, z, loss, step, unwrap(model).config.decoder)
+    inner = unwrap(model)
+    out = loss_terms(recons, x, mu, log_var, z, loss, step, inner.config.decoder)
+    if "log_sigma" in out and inner.training:  # the σ-VAE's calibrated sigma: a running mean over batches
+        with torch.no_grad():
+            inner.log_sigma.lerp_(out["log_sigma"].to(inner.log_sigma.dtype), SIGMA_MOMENTUM)
+    return out
 
 
 def loss_terms(
     recons: Tensor, x: Tensor, mu: Tensor, log_var: Tensor, z: Tensor, loss: VAELossConfig, step: int, decoder: str
 ) -> dict[str, Tensor]:
-    """The configured objective: the notes' (β-)VAE loss, capacity annealing, or β-TCVAE."""
+    """The configured objective: the notes' (β-)VAE loss, capacity annealing, β-TCVAE, or the σ-VAE's."""
+    if decoder == "sigma":
+        return sigma_vae_loss(recons, x, mu, log_var, loss.beta)
     if loss.loss_type != "tcvae":
         return vae_loss(recons, x, mu, log_var, loss.kld_weight, loss.beta, capacity(loss, step), loss.gamma, decoder)
     # β-TCVAE (Chen et al. 2018): the KL's three parts weighted alpha, beta, gamma_dwkl, in kld_weight units.
