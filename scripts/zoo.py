@@ -90,7 +90,9 @@ def table(out: Path, names: list[str], seeds: list[int], budget: float) -> str:
             continue
         q = [json.loads(p.read_text())["sample_quality"] for _, p in found]
         facts = [model_facts(name, out / "runs" / f"{name}-s{s}") for s, _ in found]
-        col = lambda key, d: mean_std([x[key] for x in q], d)  # noqa: E731
+        def col(key: str, d: int, q: list[dict] = q) -> str:
+            return mean_std([x[key] for x in q], d)
+
         lines.append(
             f"| {name}: {MODELS[name][2]} | {col('fd', 1)} | {col('precision', 3)} | {col('recall', 3)} | {col('density', 3)} "
             f"| {col('coverage', 3)} | {col('is_mean', 2)} | {mean_std([f['steps'] for f in facts], 0)} "
