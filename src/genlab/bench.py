@@ -311,13 +311,25 @@ def bench_gan(device: torch.device, batch_size: int, steps: int, repeats: int, c
     return results
 
 
-def plain_zoo_step(family: str, model: nn.Module, imgs: torch.Tensor, opt_g, opt_d, step: int, loss) -> float:
+def plain_zoo_step(
+    family: str, model: nn.Module, imgs: torch.Tensor, opt_g, opt_d, step: int, loss, labels: torch.Tensor | None = None
+) -> float:
     """The textbook loop of a model beyond the notes: separate D calls, the loss written out, a host sync.
 
-    DCGAN: BCE on the Sigmoid (pytorch/examples' dcgan); SNGAN: the hinge loss; WGAN-GP: Gulrajani et
-    al.'s Algorithm 1, a critic step with its gradient penalty every step, G every n_critic steps.
+    DCGAN: BCE on the Sigmoid (pytorch/examples' dcgan); SNGAN and the conditional GAN: the hinge loss;
+    WGAN-GP: Gulrajani et al.'s Algorithm 1, a critic step with its gradient penalty every step, G
+    every n_critic steps; the conditional VAE: the notes' loss with the labels (opt_g its optimiser).
     """
-    g, d = model.generator, model.discriminator
+    if family == "cvae":
+        recons, _, mu, logvar = model(imgs, labels)
+        kld = torch.mean(-0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp(), dim=1), dim=0)
+        vae_loss = F.mse_loss(recons, imgs) + loss.kld_weight * loss.beta * kld
+        opt_g.zero_grad()
+        vae_loss.backward()
+        opt_g.step()
+        return vae_loss.item()
+    cond = () if labels is None else (labels,)
+    g, d = (lambda z: model.generator(z, *cond)), (lambda x, **kw: model.discriminator(x, *cond, **kw))
     z = torch.randn(imgs.size(0), model.config.latent_dim, device=imgs.device)
     if family == "wgan-gp":
         fake = g(z).detach()
@@ -360,25 +372,28 @@ def bench_zoo(family: str, device: torch.device, batch_size: int, steps: int, re
     from dataclasses import replace
 
     from genlab.config import load_config
-    from genlab.models import build_model
+    from genlab.models import build_model, is_conditional, kind
     from genlab.train import FAMILIES
 
     config = load_config(family, None, {})
     torch.manual_seed(0)
     plain = build_model(family, config.model).to(device)
     fast = copy.deepcopy(plain)
-    t = config.train
-    p_g = torch.optim.Adam(plain.generator.parameters(), lr=t.lr, betas=t.betas, foreach=False)
-    p_d = torch.optim.Adam(plain.discriminator.parameters(), lr=t.lr, betas=t.betas, foreach=False)
+    t, m = config.train, config.model
+    adam = lambda module: torch.optim.Adam(module.parameters(), lr=t.lr, betas=t.betas, foreach=False)  # noqa: E731
+    p_g, p_d = (adam(plain), None) if kind(family) == "vae" else (adam(plain.generator), adam(plain.discriminator))
     opts = FAMILIES[family].make_optimizers(fast, config)
-    x = torch.rand(batch_size, *config.model.img_shape, device=device) * 2 - 1
+    shape = (m.in_channels, m.image_size, m.image_size) if kind(family) == "vae" else m.img_shape
+    x = torch.rand(batch_size, *shape, device=device) * 2 - 1
+    labels = torch.arange(batch_size, device=device) % m.num_classes if is_conditional(family) else None
     if t.channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     x_fast = x.contiguous(memory_format=torch.channels_last) if t.channels_last else x
+    x_fast = (x_fast, labels) if labels is not None else x_fast
     counter = {"plain": 0, "genlab": 0}
 
     def plain_step() -> None:
-        plain_zoo_step(family, plain, x, p_g, p_d, counter["plain"], config.loss)
+        plain_zoo_step(family, plain, x, p_g, p_d, counter["plain"], config.loss, labels)
         counter["plain"] += 1
 
     def fast_step() -> None:
@@ -387,7 +402,7 @@ def bench_zoo(family: str, device: torch.device, batch_size: int, steps: int, re
 
     # The flop counter cannot follow the gradient penalty's double backward: WGAN-GP's figure leaves it out.
     counted = replace(config.loss, gp_weight=0.0) if family == "wgan-gp" else config.loss
-    flops = flops_of(lambda: plain_zoo_step(family, copy.deepcopy(plain), x, p_g, p_d, 0, counted))
+    flops = flops_of(lambda: plain_zoo_step(family, copy.deepcopy(plain), x, p_g, p_d, 0, counted, labels))
     return {
         "train": {
             "plain": timed(plain_step, device, steps, repeats),

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from genlab.errors import ConfigError, GenlabError
-from genlab.models import MODELS, kind
+from genlab.models import MODELS, is_conditional, kind
 
 # train.* keys that --resume may change: limits and where to run, not what is computed.
 RESUMABLE = {"train.epochs", "train.max_steps", "train.time_budget", "train.device", "train.log_every", "train.sample_every"}
@@ -135,12 +135,37 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from genlab.runs import load_run
 
     config, model, state = load_run(args.run, args.device)
-    gen = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
-    images = torch.cat([model.sample(min(1024, args.n - i), generator=gen) for i in range(0, args.n, 1024)])
+    labels, nrow = sample_labels(args.class_, config, args.n)
+    device = next(model.parameters()).device
+    gen = torch.Generator(device).manual_seed(args.seed)
+    chunks = []
+    for i in range(0, args.n, 1024):
+        kw = {} if labels is None else {"labels": labels[i : i + 1024].to(device)}
+        chunks.append(model.sample(min(1024, args.n - i), generator=gen, **kw))
+    images = torch.cat(chunks)
     size = _output_size(state)
     images = crop_to(images, size) if size else images
-    print(f"genlab: wrote {args.n} samples {tuple(images.shape[1:])} to {save_images(args.out, images, scale=args.scale)}")
+    out = save_images(args.out, images, nrow=nrow, scale=args.scale)
+    what = {None: "", "all": " of every class (a row each)"}.get(args.class_, f" of class {args.class_}")
+    print(f"genlab: wrote {args.n} samples{what} {tuple(images.shape[1:])} to {out}")
     return 0
+
+
+def sample_labels(wanted: str | None, config, n: int) -> tuple[torch.Tensor | None, int | None]:
+    """(the class of each of n samples, the grid's row length) for --class K or --class all."""
+    if wanted is None:
+        return None, None
+    if not is_conditional(config.family):
+        raise GenlabError(f"--class needs a class-conditional run (cgan, cvae); this is a {config.family} run: drop --class")
+    classes = config.model.num_classes
+    if wanted == "all":
+        per_class = max(1, n // classes)
+        if n % classes:
+            raise GenlabError(f"--class all draws a row per class: make --n a multiple of {classes} (e.g. {classes * per_class})")
+        return torch.arange(classes).repeat_interleave(per_class), per_class
+    if not wanted.isdigit() or int(wanted) >= classes:
+        raise GenlabError(f"--class must be a class in 0..{classes - 1} or 'all', got {wanted}")
+    return torch.full((n,), int(wanted)), None
 
 
 def _test_images(config, n: int, device: torch.device) -> torch.Tensor:
@@ -155,6 +180,8 @@ def _vae_run(args: argparse.Namespace):
     config, model, state = load_run(args.run, args.device)
     if kind(config.family) != "vae":
         raise GenlabError(f"{args.run} is a {config.family} run; this command needs a VAE run")
+    if is_conditional(config.family):
+        raise GenlabError(f"{args.run} is a conditional VAE; this command does not take labels yet (sample --class works)")
     return config, model, state
 
 
@@ -209,6 +236,8 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     if suffix not in (".png", ".gif", ".npy"):
         raise GenlabError(f"cannot write {Path(args.out).name}: the output must end in .png, .gif or .npy")
     config, model, state = load_run(args.run, args.device)
+    if is_conditional(config.family):
+        raise GenlabError(f"{args.run} is a conditional run; traverse does not take labels yet (sample --class works)")
     reference = _test_images(config, 500, torch.device("cpu")) if kind(config.family) == "vae" else None
     if reference is not None and not 0 <= args.index < len(reference):
         raise GenlabError(f"--index must be in [0, {len(reference) - 1}], got {args.index}")
@@ -241,7 +270,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config, model, state = load_run(args.run, args.device)
     train, test = splits(config)
     factor_data = train if getattr(train, "factors", None) is not None else None
-    if kind(config.family) == "vae" and factor_data is None:
+    if kind(config.family) == "vae" and not is_conditional(config.family) and factor_data is None:
         print(f"genlab: {config.data.dataset} has no known factors: disentanglement metrics are the unsupervised part only")
     args_ = (args.n, args.seed, args.nll_n, args.k, args.inception, factor_data, args.sampled)
     result = evaluate(config, model, state, test, *args_)
@@ -444,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = run_command("sample", "draw samples from a trained run", cmd_sample)
     p.add_argument("--n", type=int, default=64)
+    p.add_argument("--class", dest="class_", metavar="K|all", help="conditional runs: samples of class K, or a row per class")
     p.add_argument("--seed", type=int, default=0)
     p = run_command("reconstruct", "VAE: test images beside their reconstructions", cmd_reconstruct)
     p.add_argument("--n", type=int, default=32)

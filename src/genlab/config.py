@@ -179,6 +179,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "dcgan": {"model": {}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},  # Radford et al. 2015
     "sngan": {"model": {}, "loss": {"adversarial": "hinge"}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},  # Miyato's C
     "wgan-gp": {"model": {}, "train": {"lr": 0.0001, "betas": (0.0, 0.9)}},  # Gulrajani et al. 2017
+    "cgan": {"model": {}, "loss": {"adversarial": "hinge"}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},
+    "cvae": {"model": {}, "train": {"lr": 0.005, "betas": (0.9, 0.999)}},  # the notes' VAE's
 }
 
 

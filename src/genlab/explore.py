@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from genlab.data import crop_to, to_float, vae_input
+from genlab.errors import GenlabError
 from genlab.io import png_bytes, to_uint8
-from genlab.models import kind
+from genlab.models import is_conditional, kind
 from genlab.traversal import MAX_ROWS, kl_per_dim
 
 Z_LIMIT = 10.0  # |z_i| beyond this is far outside N(0, 1) and surely a client error
@@ -77,12 +78,15 @@ class Explorer:
         z = torch.randn(GAN_FIT, self.latent_dim, generator=gen)
         h = self.model.generator.stem(z.to(self.device)).cpu().double()
         h = h - h.mean(0)
-        _, s, vt = torch.linalg.svd(h, full_matrices=False)
-        k = min(MAX_ROWS, vt.shape[0])
-        coeff = h @ vt[:k].T  # (n, k) coordinates along the components
+        k = min(MAX_ROWS, *h.shape)
+        # Randomised PCA: a conv generator's first map has ~10^4 features, where a full SVD takes seconds.
+        with torch.random.fork_rng():  # pca_lowrank draws its projection from the global generator: seed a copy
+            torch.manual_seed(0)
+            _, s, v_h = torch.pca_lowrank(h, q=k, center=False, niter=4)
+        coeff = h @ v_h  # (n, k) coordinates along the components
         v = torch.linalg.lstsq(coeff, z.double()).solution  # (k, latent): z ~ coeff @ v
         v = v / v.norm(dim=1, keepdim=True)
-        share = (s[:k] ** 2 / (s**2).sum()).tolist()
+        share = (s**2 / h.square().sum()).tolist()
         return [Direction(f"PC{i + 1} ({share[i]:.0%})", v[i].float().tolist()) for i in range(k)]
 
     @torch.no_grad()
@@ -141,6 +145,8 @@ class Explorer:
             z = z.to(self.device)
             if self.kind == "vae":
                 out = self.model.to_image(self.model.decode(z))
+            elif self.classes:  # a conditional GAN: the picked class (0 unless given)
+                out = self.model.generator(z, torch.tensor([label or 0], device=self.device))
             else:
                 out = self.model.generator(z)
         return to_uint8(crop_to(out.cpu(), self.original_size))[0]
@@ -250,6 +256,8 @@ def load_explorer(run: str, device: str = "cpu") -> Explorer:
     from genlab.runs import load_run, test_split
 
     config, model, _ = load_run(run, device)
+    if is_conditional(config.family) and kind(config.family) == "vae":
+        raise GenlabError(f"{run} is a conditional VAE; the explorer does not take labels for it yet (conditional GANs work)")
     return Explorer(config, model, test_split(config))
 
 

@@ -28,6 +28,19 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
+def folder_classes(folder: Path, files: list[Path]) -> list[int] | None:
+    """Each file's class: the index of its top-level subfolder (sorted names), when every image sits in
+    one of at least two subfolders; None otherwise (an unlabelled folder)."""
+    tops = [p.relative_to(folder).parts for p in files]
+    if any(len(parts) < 2 for parts in tops):
+        return None
+    names = sorted({parts[0] for parts in tops})
+    if len(names) < 2:
+        return None
+    index = {name: i for i, name in enumerate(names)}
+    return [index[parts[0]] for parts in tops]
+
+
 def decode_image(path: Path, channels: int, size: int, center_crop: int | None) -> np.ndarray:
     """One file -> (C, size, size) uint8: center crop, resize, convert mode. DataError if unreadable."""
     try:
@@ -92,19 +105,27 @@ def load_folder_split(
     order = np.random.default_rng(0).permutation(len(files))
     n_test = max(1, round(val_fraction * len(files))) if val_fraction > 0 and len(files) > 1 else 0
     chosen = order[-n_test:] if split == "test" and n_test else order[: len(files) - n_test]
-    dataset = ImageFolder([files[i] for i in sorted(chosen)], channels, size, center_crop, skip_bad)
+    chosen = sorted(chosen)
+    classes = folder_classes(folder, files)
+    dataset = ImageFolder([files[i] for i in chosen], channels, size, center_crop, skip_bad)
     if len(dataset) == 0:
         raise DataError(f"{folder}: too few images for a {split} split; add images")
     if len(dataset) * channels * size * size > max_memory_mb * 2**20:
         return dataset
     loader = torch.utils.data.DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=list)
-    decoded = [t for batch in loader for t in batch]
+    try:
+        decoded = [t for batch in loader for t in batch]
+    except DataError as e:  # from a worker, the message carries the worker's traceback: keep its last line
+        raise DataError(str(e).strip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
     kept = [t for t in decoded if t.numel()]
+    labels = None
+    if classes is not None:  # the subfolder of each kept image
+        labels = torch.tensor([classes[i] for i, t in zip(chosen, decoded) if t.numel()], dtype=torch.int64)
     if skip_bad and len(kept) < len(decoded):
         print(f"genlab: skipped {len(decoded) - len(kept)} unreadable or too small image(s) in {folder}")
     if not kept:
         raise DataError(f"{folder}: no readable image of at least {size}x{size} pixels")
-    return ImageData(torch.stack(kept), None, str(folder), (size, size))
+    return ImageData(torch.stack(kept), labels, str(folder), (size, size))
 
 
 

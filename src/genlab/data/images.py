@@ -98,7 +98,8 @@ def iterate_batches(
     workers: int = 0,
     rank: int = 0,
     world_size: int = 1,
-) -> Iterator[Tensor]:
+    labels: bool = False,
+) -> Iterator[Tensor] | Iterator[tuple[Tensor, Tensor]]:
     """uint8 batches of epoch, from batch index start on; the last partial batch is dropped.
 
     With world_size > 1, global batches hold batch_size * world_size images and rank r gets the
@@ -108,9 +109,13 @@ def iterate_batches(
     order = epoch_order(n, seed, epoch)
     lo, hi = rank * batch_size, (rank + 1) * batch_size
     batches = [order[i * step : (i + 1) * step][lo:hi] for i in range(start, n // step)]
+    if labels and not (isinstance(data, ImageData) and data.labels is not None):
+        raise DataError("conditional training needs labels held in memory: IDX label files, or an image folder "
+                        "with one subfolder per class under data.max_memory_mb")  # fmt: skip
     if isinstance(data, ImageData):
         for idx in batches:
-            yield data.images[idx.to(data.images.device)]
+            images = data.images[idx.to(data.images.device)]
+            yield (images, data.labels[idx.to(data.labels.device)]) if labels else images
         return
     loader = torch.utils.data.DataLoader(
         data,

@@ -20,7 +20,7 @@ from genlab.eval.latents import latent_report
 from genlab.eval.likelihood import elbo_and_iwae
 from genlab.eval.precision_recall import density_coverage, precision_recall
 from genlab.losses import decoder_variance
-from genlab.models import kind
+from genlab.models import is_conditional, kind
 
 
 @torch.no_grad()
@@ -30,6 +30,14 @@ def generate(model: nn.Module, n: int, seed: int, batch_size: int = 500) -> Tens
     gen = torch.Generator(device).manual_seed(seed)
     model.eval()
     return torch.cat([model.sample(min(batch_size, n - i), generator=gen).cpu() for i in range(0, n, batch_size)])
+
+
+def generated_labels(model: nn.Module, n: int, batch_size: int = 500) -> Tensor | None:
+    """The classes generate() asked a conditional model for (each chunk's classes in turn); None otherwise."""
+    classes = getattr(model.config, "num_classes", None)
+    if classes is None:
+        return None
+    return torch.cat([torch.arange(min(batch_size, n - i)) % classes for i in range(0, n, batch_size)])
 
 
 def as_classifier_input(images: Tensor, original_size: tuple[int, int]) -> Tensor:
@@ -51,8 +59,11 @@ def classify(classifier: FeatureClassifier, images: Tensor, batch_size: int = 10
     return torch.cat(feats), torch.cat(probs)
 
 
-def sample_quality(fake: Tensor, real: Tensor, classifier: FeatureClassifier, k: int = 3) -> dict[str, Any]:
-    """FD, precision/recall, classifier score and class histograms of fake vs real (both classifier input)."""
+def sample_quality(
+    fake: Tensor, real: Tensor, classifier: FeatureClassifier, k: int = 3, labels: Tensor | None = None
+) -> dict[str, Any]:
+    """FD, precision/recall, classifier score and class histograms of fake vs real (both classifier input);
+    with the classes a conditional model was asked for, the share the classifier puts in them."""
     f_fake, p_fake = classify(classifier, fake)
     f_real, p_real = classify(classifier, real)
     precision, recall = precision_recall(f_real, f_fake, k=k)
@@ -74,7 +85,7 @@ def sample_quality(fake: Tensor, real: Tensor, classifier: FeatureClassifier, k:
         "class_hist": [round(h, 4) for h in hist],
         "reference_class_hist": [round(h, 4) for h in ref_hist],
         "collapse_warning": collapse_warning(hist, ref_hist),
-    }
+    } | ({"conditional_accuracy": (p_fake.argmax(1) == labels).float().mean().item()} if labels is not None else {})
 
 
 def find_classifier(config: RunConfig, test: ImageData) -> tuple[FeatureClassifier | None, dict[str, str], str | None]:
@@ -135,8 +146,16 @@ def gan_health(model: nn.Module, test: ImageData, fake: Tensor) -> dict[str, flo
     """D(x) and D(G(z)) means and D's accuracy on real test images vs generated ones."""
     device = next(model.parameters()).device
     real = to_float(test.images[: len(fake)]).to(device)
-    p_real = torch.cat([model.discriminator(real[i : i + 1000]) for i in range(0, len(real), 1000)]).cpu()
-    p_fake = torch.cat([model.discriminator(fake[i : i + 1000].to(device)) for i in range(0, len(fake), 1000)]).cpu()
+    real_labels, fake_labels = test.labels, generated_labels(model, len(fake))
+    real_labels = real_labels[: len(real)] if real_labels is not None else None
+
+    def scores(x: Tensor, labels: Tensor | None) -> Tensor:  # conditional D's score an image with its class
+        if fake_labels is None:
+            return torch.cat([model.discriminator(x[i : i + 1000].to(device)) for i in range(0, len(x), 1000)]).cpu()
+        chunks = range(0, len(x), 1000)
+        return torch.cat([model.discriminator(x[i : i + 1000].to(device), labels[i : i + 1000].to(device)) for i in chunks]).cpu()
+
+    p_real, p_fake = scores(real, real_labels), scores(fake, fake_labels)
     if getattr(model, "critic", False):  # WGAN: unbounded scores, no probabilities to threshold
         w = (p_real.mean() - p_fake.mean()).item()
         return {"critic_real": p_real.mean().item(), "critic_fake": p_fake.mean().item(), "w_estimate": w}
@@ -178,14 +197,17 @@ def evaluate(
     else:
         original = tuple(test.original_size)
         real = as_classifier_input(to_float(test.images[:n_ref]), original)
-        quality = sample_quality(as_classifier_input(fake, original), real, classifier)
+        labels = generated_labels(model, n)
+        quality = sample_quality(as_classifier_input(fake, original), real, classifier, labels=labels)
         quality["features"] = {
             "network": f"genlab {meta.get('dataset')} classifier ({meta.get('feature_layer')})",
             "sha256": meta["sha256"],
             "test_accuracy": meta.get("test_accuracy"),
         }
         result["sample_quality"] = quality
-    if kind(config.family) == "vae":
+    if is_conditional(config.family) and kind(config.family) == "vae":
+        result["likelihood"] = {"skipped": "conditional VAE: likelihoods given the class are not computed yet"}
+    elif kind(config.family) == "vae":
         result["likelihood"] = vae_likelihood(model, config, test, nll_n, k, seed)
         result["disentanglement"] = latent_report(model, config.data.binarize, data or test, test, seed, sampled)
     else:
@@ -215,7 +237,11 @@ def format_table(result: dict[str, Any]) -> str:
             rows.append(("WARNING", q["collapse_warning"]))
     elif q:
         rows.append(("sample quality", q["skipped"]))
-    if "likelihood" in result:
+    if "conditional_accuracy" in q:
+        rows.append(("conditional accuracy", f"{q['conditional_accuracy']:.3f} (samples the classifier puts in the asked class)"))
+    if "skipped" in result.get("likelihood", {}):
+        rows.append(("likelihood", result["likelihood"]["skipped"]))
+    elif "likelihood" in result:
         lk = result["likelihood"]
         rows += [
             ("likelihood", lk["likelihood"]),

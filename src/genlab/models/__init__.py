@@ -7,6 +7,8 @@ from typing import Any
 
 from torch import nn
 
+from genlab.models.cgan import CGAN, CGANConfig
+from genlab.models.cvae import CVAE, CVAEConfig
 from genlab.models.dcgan import DCGAN, DCGANConfig
 from genlab.models.gan import GAN, Discriminator, GANConfig, Generator
 from genlab.models.sngan import SNGAN, SNGANConfig
@@ -19,14 +21,21 @@ MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "dcgan": (DCGANConfig, DCGAN),
     "sngan": (SNGANConfig, SNGAN),
     "wgan-gp": (WGANGPConfig, WGANGP),
+    "cgan": (CGANConfig, CGAN),
+    "cvae": (CVAEConfig, CVAE),
 }
 # What each model is, for what follows from it (its training step, pictures, metrics): "vae" models
 # have encode/decode/to_image, "gan" models a generator and a discriminator(x, logits=...).
-KINDS = {"vae": "vae", "gan": "gan", "dcgan": "gan", "sngan": "gan", "wgan-gp": "gan"}
+KINDS = {"vae": "vae", "gan": "gan", "dcgan": "gan", "sngan": "gan", "wgan-gp": "gan", "cgan": "gan", "cvae": "vae"}
+CONDITIONAL = {"cgan", "cvae"}  # models of p(x | class): their sample() takes labels
 
 
 def kind(family: str) -> str:
     return KINDS[family]
+
+
+def is_conditional(family: str) -> bool:
+    return family in CONDITIONAL
 
 
 def build_model(family: str, config: Any) -> nn.Module:
@@ -36,6 +45,10 @@ def build_model(family: str, config: Any) -> nn.Module:
 
 
 __all__ = [
+    "CGAN",
+    "CONDITIONAL",
+    "CVAE",
+    "is_conditional",
     "DCGAN",
     "GAN",
     "KINDS",

@@ -40,6 +40,19 @@ from genlab.train.outputs import RunFiles, restore, write_pictures
 from genlab.train.progress import Progress
 
 
+def check_labels(train_data, config: RunConfig) -> None:
+    """A conditional model needs a label per image, and as many classes as the data has."""
+    labels = getattr(train_data, "labels", None)
+    if labels is None:
+        raise ConfigError(
+            f"{config.family} is class-conditional and {config.data.dataset} has no labels here; use IDX data with "
+            "label files, or an image folder with one subfolder per class (held in memory)"
+        )
+    found = int(labels.max()) + 1
+    if found > config.model.num_classes:
+        raise ConfigError(f"the data has {found} classes and model.num_classes = {config.model.num_classes}; set it to {found}")
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -69,6 +82,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     if world.distributed and t.nan_policy == "skip":
         # A rank that skips its backward would leave the others waiting in DDP's all-reduce.
         raise ConfigError('train.nan_policy = "skip" does not work under torchrun; use "stop" (the default)')
+    conditional = getattr(family, "CONDITIONAL", False)
+    if conditional:
+        check_labels(train_data, config)
     steps_per_epoch = len(train_data) // (t.batch_size * world.size)
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -139,12 +155,26 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     with stop_on_signals(flag):
         while state["epoch"] < t.epochs and reason == "done":
             batches = iterate_batches(
-                train_data, t.batch_size, t.seed, state["epoch"], state["batch"], config.data.workers, world.rank, world.size
+                train_data,
+                t.batch_size,
+                t.seed,
+                state["epoch"],
+                state["batch"],
+                config.data.workers,
+                world.rank,
+                world.size,
+                labels=conditional,
             )
             for batch in batches:
-                x = family.prepare(model, batch.to(device, non_blocking=True), config.data.binarize)
-                if t.channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                if conditional:  # (images, labels)
+                    batch = tuple(b.to(device, non_blocking=True) for b in batch)
+                    x = family.prepare(model, batch, config.data.binarize)
+                    if t.channels_last:
+                        x = (x[0].contiguous(memory_format=torch.channels_last), x[1])
+                else:
+                    x = family.prepare(model, batch.to(device, non_blocking=True), config.data.binarize)
+                    if t.channels_last and x.dim() == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
                 skip = t.nan_policy == "skip"
                 out = family.step(engine, x, optimizers, config.loss, state["step"], skip_nonfinite=skip, amp=amp)
                 finite = torch.stack([v.isfinite() for v in out.values()]).all()

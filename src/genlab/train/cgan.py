@@ -1,0 +1,79 @@
+"""One class-conditional GAN update: the notes' order (G step, then D step), each image with its class."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from genlab.config import GANLossConfig
+from genlab.data import ImageData, to_float
+from genlab.models.cgan import balanced_labels
+from genlab.train.common import FP32, Precision, update
+from genlab.train.gan import CHARTS, LOG_KEYS, _outputs, d_objective, g_objective, health, make_optimizers  # noqa: F401
+
+CONDITIONAL = True  # batches are (images, labels)
+
+
+def prepare(model, batch: tuple[Tensor, Tensor], binarize: bool) -> tuple[Tensor, Tensor]:
+    images, labels = batch
+    return to_float(images), labels
+
+
+def cgan_step(
+    model,
+    batch: tuple[Tensor, Tensor],
+    optimizers: dict[str, Optimizer],
+    loss: GANLossConfig,
+    step: int,
+    skip_nonfinite: bool = False,
+    amp: Precision = FP32,
+) -> dict[str, Tensor]:
+    """G: make D call G(z, y) a real image of class y; D: real (x, y) against the detached fakes of the same classes."""
+    real, labels = batch
+    g, d = model.generator, model.discriminator
+    z = torch.randn(real.size(0), model.config.latent_dim, device=real.device)
+    with amp.autocast():
+        fake = g(z, labels)
+        g_loss = g_objective(d(fake, labels, logits=loss.logits).float(), loss)
+    update(optimizers["opt_g"], g_loss, skip_nonfinite, amp.scaler("opt_g"))
+    with amp.autocast():
+        # D has no batch statistics (spectral norm): one call over both halves equals two.
+        scores = d(torch.cat([real, fake.detach()]), torch.cat([labels, labels]), logits=loss.logits)
+        real_scores, fake_scores = scores.float().split(real.size(0))
+        d_loss = d_objective(real_scores, fake_scores, loss)
+    update(optimizers["opt_d"], d_loss, skip_nonfinite, amp.scaler("opt_d"))
+    return _outputs(g_loss, d_loss, real_scores, fake_scores, loss.logits)
+
+
+step = cgan_step
+
+
+@torch.no_grad()
+def validate(model, test: ImageData, config, step: int, device: torch.device) -> dict[str, float]:
+    """D's accuracy and mean outputs on labelled test images and on fakes of the same classes, eval mode."""
+    model.eval()
+    gen = torch.Generator(device).manual_seed(config.train.seed)
+    bs = config.train.batch_size
+    d_real = d_fake = correct = n = 0.0
+    for i in range(min(config.train.val_batches, -(-len(test) // bs))):
+        real = to_float(test.images[i * bs : (i + 1) * bs].to(device))
+        labels = test.labels[i * bs : (i + 1) * bs].to(device)
+        fake = model.sample(len(real), generator=gen, labels=labels)
+        p_real, p_fake = model.discriminator(real, labels), model.discriminator(fake, labels)
+        d_real += p_real.sum().item()
+        d_fake += p_fake.sum().item()
+        correct += (p_real > 0.5).sum().item() + (p_fake <= 0.5).sum().item()
+        n += len(real)
+    model.train()
+    n = max(n, 1)
+    return {"val_d_real": d_real / n, "val_d_fake": d_fake / n, "val_d_acc": correct / (2 * n)}
+
+
+@torch.no_grad()
+def pictures(model, test: ImageData, noise: Tensor, device: torch.device, binarize: bool) -> list[Tensor]:
+    """G(z, y) for the same fixed noise every epoch, the classes in turn."""
+    model.eval()
+    out = model.generator(noise.to(device), balanced_labels(len(noise), model.config.num_classes, device))
+    model.train()
+    return [out]
