@@ -31,6 +31,8 @@ MODELS = {  # name: (family, config, what it is)
     "dcgan": ("dcgan", "dcgan_fashion.toml", "DCGAN"),
     "sngan": ("sngan", "sngan_fashion.toml", "SNGAN (spectral norm, hinge)"),
     "wgan-gp": ("wgan-gp", "wgan_gp_fashion.toml", "WGAN-GP"),
+    "cgan": ("cgan", "cgan_fashion.toml", "class-conditional GAN (projection D)"),
+    "cvae": ("cvae", "cvae_fashion.toml", "class-conditional VAE"),
 }
 
 
@@ -81,8 +83,9 @@ def table(out: Path, names: list[str], seeds: list[int], budget: float) -> str:
         f"Fashion-MNIST, {budget:.0f} s of training per run on one CPU core, seeds {', '.join(map(str, seeds))}; "
         "`genlab eval --n 10000` against the first 10,000 test images in genlab's classifier features.",
         "",
-        "| model | FD ↓ | precision | recall | density | coverage | IS-style | steps | train img/s | parameters | MFLOP/sample |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | FD ↓ | precision | recall | density | coverage | IS-style | class accuracy | steps | train img/s "
+        "| parameters | MFLOP/sample |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         found = [(s, out / f"{name}-s{s}.json") for s in seeds if (out / f"{name}-s{s}.json").exists()]
@@ -93,9 +96,11 @@ def table(out: Path, names: list[str], seeds: list[int], budget: float) -> str:
         def col(key: str, d: int, q: list[dict] = q) -> str:
             return mean_std([x[key] for x in q], d)
 
+        accuracy = col("conditional_accuracy", 3) if "conditional_accuracy" in q[0] else "–"
         lines.append(
             f"| {name}: {MODELS[name][2]} | {col('fd', 1)} | {col('precision', 3)} | {col('recall', 3)} | {col('density', 3)} "
-            f"| {col('coverage', 3)} | {col('is_mean', 2)} | {mean_std([f['steps'] for f in facts], 0)} "
+            f"| {col('coverage', 3)} | {col('is_mean', 2)} "
+            f"| {accuracy} | {mean_std([f['steps'] for f in facts], 0)} "
             f"| {mean_std([f['images_per_s'] for f in facts], 0)} | {facts[0]['params']:,} | {facts[0]['sample_mflops']:.2f} |"
         )
     return "\n".join(lines) + "\n"
