@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,7 +34,10 @@ MODELS = {  # name: (family, config, what it is)
     "wgan-gp": ("wgan-gp", "wgan_gp_fashion.toml", "WGAN-GP"),
     "cgan": ("cgan", "cgan_fashion.toml", "class-conditional GAN (projection D)"),
     "cvae": ("cvae", "cvae_fashion.toml", "class-conditional VAE"),
+    # Not trained under the budget: a second stage fitted afterwards on each `vae` run's codes.
+    "vae+2stage": ("vae", None, "the notes' VAE sampled through a 2-Stage VAE second stage"),
 }
+STAGE2_EPOCHS = 10
 
 
 def train_and_score(name: str, seed: int, budget: float, out: Path) -> None:
@@ -43,6 +47,16 @@ def train_and_score(name: str, seed: int, budget: float, out: Path) -> None:
     family, config, _ = MODELS[name]
     run = out / "runs" / f"{name}-s{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if config is None:  # the 2-Stage VAE: on top of the vae run of this seed, once that is scored
+        first = out / "runs" / f"vae-s{seed}"
+        while not (out / f"vae-s{seed}.json").exists():
+            time.sleep(5)
+        subprocess.run(
+            [*GENLAB, "stage2", str(first), "--epochs", str(STAGE2_EPOCHS)], check=True, env=env, stdout=subprocess.DEVNULL
+        )
+        evaluate = [*GENLAB, "eval", str(first), "--stage2", "--n", "10000", "--nll-n", "200", "--k", "100", "--json", str(score)]
+        subprocess.run(evaluate, check=True, env=env, stdout=subprocess.DEVNULL)
+        return
     train = [*GENLAB, "train", family, "--config", str(ROOT / "configs" / config), "--seed", str(seed)]
     train += ["--time-budget", str(budget), "--epochs", "1000", "--out", str(run), "--quiet"]
     if (run / "config.json").exists():
@@ -59,6 +73,10 @@ def model_facts(name: str, run: Path) -> dict[str, float]:
     from genlab.runs import load_run
 
     config, model, state = load_run(str(run), "cpu")
+    if MODELS[name][1] is None:
+        from genlab.two_stage import load_stage2
+
+        model = load_stage2(run, model)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model.sample(1)
@@ -92,7 +110,9 @@ def table(out: Path, names: list[str], seeds: list[int], budget: float) -> str:
         if not found:
             continue
         q = [json.loads(p.read_text())["sample_quality"] for _, p in found]
-        facts = [model_facts(name, out / "runs" / f"{name}-s{s}") for s, _ in found]
+        runs = [out / "runs" / f"{'vae' if MODELS[name][1] is None else name}-s{s}" for s, _ in found]
+        facts = [model_facts(name, run) for run in runs]
+
         def col(key: str, d: int, q: list[dict] = q) -> str:
             return mean_std([x[key] for x in q], d)
 
@@ -116,10 +136,14 @@ def picture(out: Path, names: list[str], seed: int, per_row: int = 12) -> Path:
 
     rows, labels = [], []
     for name in names:
-        run = out / "runs" / f"{name}-s{seed}"
-        if not (run / "config.json").exists():
+        run = out / "runs" / f"{'vae' if MODELS[name][1] is None else name}-s{seed}"
+        if not (out / f"{name}-s{seed}.json").exists():
             continue
         config, model, _ = load_run(str(run), "cpu")
+        if MODELS[name][1] is None:
+            from genlab.two_stage import load_stage2
+
+            model = load_stage2(run, model)
         images = generate(model, per_row, seed=0)
         size = 28  # Fashion-MNIST's own size: the VAEs' 32x32 padding is cropped off
         top = (images.shape[-1] - size) // 2
@@ -152,7 +176,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"zoo: unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = [(n, s) for s in seeds for n in names]
+    jobs = [(n, s) for s in seeds for n in names if MODELS[n][1]] + [(n, s) for s in seeds for n in names if not MODELS[n][1]]
     with ThreadPoolExecutor(args.parallel) as pool:
         for (n, s), _ in zip(jobs, pool.map(lambda job: train_and_score(*job, args.budget, args.out), jobs)):
             print(f"zoo: {n} seed {s} scored", flush=True)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from genlab.losses import vae_loss
-from genlab.models import GAN, MODELS, Discriminator, Generator, VanillaVAE, build_model, layers
+from genlab.models import GAN, MODELS, Discriminator, Generator, VanillaVAE, build_model, is_conditional, kind, layers
 from genlab.models.layers import Downsample2x, ToImage2d, Upsample2x, set_fast_paths
 
 
@@ -99,14 +99,17 @@ def test_discriminator_logits_are_the_pre_sigmoid_of_forward() -> None:
 SMALL = {
     "vae": {"in_channels": 1, "latent_dim": 8, "hidden_dims": (8, 16), "image_size": 16},
     "gan": {"latent_dim": 8, "img_shape": (1, 16, 16), "g_hidden_dims": (16, 32), "d_hidden_dims": (32,)},
+    **{f: {"latent_dim": 8, "img_shape": (1, 16, 16), "width": 4} for f in ("dcgan", "sngan", "wgan-gp", "cgan")},
+    "cvae": {"in_channels": 1, "latent_dim": 8, "hidden_dims": (8, 16), "image_size": 16},
 }
 
 
 def forward_loss(family: str, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if family == "vae":
-        recons, _, mu, logvar = model(x)
+    labels = (torch.arange(len(x)) % 10,) if is_conditional(family) else ()
+    if kind(family) == "vae":
+        recons, _, mu, logvar = model(x, *labels)
         return recons.square().mean() + mu.square().mean() + logvar.square().mean()
-    return model.sample(4).square().mean() + model.discriminator(x).mean()
+    return model.sample(4).square().mean() + model.discriminator(x, *labels).mean()
 
 
 @pytest.mark.parametrize("family", sorted(MODELS))

@@ -135,6 +135,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from genlab.runs import load_run
 
     config, model, state = load_run(args.run, args.device)
+    if args.stage2:
+        from genlab.two_stage import load_stage2
+
+        model = load_stage2(args.run, model)
     labels, nrow = sample_labels(args.class_, config, args.n)
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(args.seed)
@@ -273,17 +277,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if kind(config.family) == "vae" and not is_conditional(config.family) and factor_data is None:
         print(f"genlab: {config.data.dataset} has no known factors: disentanglement metrics are the unsupervised part only")
     args_ = (args.n, args.seed, args.nll_n, args.k, args.inception, factor_data, args.sampled)
-    result = evaluate(config, model, state, test, *args_)
+    sampler = None
+    if args.stage2:
+        from genlab.two_stage import load_stage2
+
+        sampler = load_stage2(args.run, model)
+    result = evaluate(config, model, state, test, *args_, sampler=sampler)
     result["run"] = str(args.run)
     print(format_table(result))
     text = (json.dumps(result, indent=2) + "\n").encode()
     run = Path(args.run)
     if (run / "config.json").exists():  # a run folder: keep the result with the run, for its report
-        kept = atomic_write_bytes(run / "evals" / f"eval-step{result['run_step']}-n{args.n}-seed{args.seed}.json", text)
+        name = f"eval-step{result['run_step']}-n{args.n}-seed{args.seed}{'-stage2' if args.stage2 else ''}.json"
+        kept = atomic_write_bytes(run / "evals" / name, text)
         print(f"genlab: wrote {kept}")
     if args.json:
         atomic_write_bytes(args.json, text)
         print(f"genlab: wrote {args.json}")
+    return 0
+
+
+def cmd_stage2(args: argparse.Namespace) -> int:
+    from genlab.two_stage import fit_stage2
+
+    if args.epochs < 1:
+        raise GenlabError(f"--epochs must be >= 1, got {args.epochs}")
+    info = fit_stage2(args.run, epochs=args.epochs, seed=args.seed)
+    last = info["last"]
+    print(
+        f"genlab: second stage fitted on {info['codes']:,} codes in {info['seconds']:.0f} s: -ELBO {last['loss']:.2f} nats, "
+        f"gamma {last['gamma']:.3g}; sample with: genlab sample {args.run} --stage2"
+    )
     return 0
 
 
@@ -474,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = run_command("sample", "draw samples from a trained run", cmd_sample)
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--class", dest="class_", metavar="K|all", help="conditional runs: samples of class K, or a row per class")
+    p.add_argument("--stage2", action="store_true", help="VAE: sample through the 2-Stage VAE's second stage (genlab stage2)")
     p.add_argument("--seed", type=int, default=0)
     p = run_command("reconstruct", "VAE: test images beside their reconstructions", cmd_reconstruct)
     p.add_argument("--n", type=int, default=32)
@@ -498,8 +523,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the result to this JSON file")
     p.add_argument("--inception", action="store_true", help="also the standard Inception FID (needs pytorch-fid)")
     p.add_argument("--sampled", action="store_true", help="VAE: factor metrics on sampled z, not the posterior mean")
+    p.add_argument("--stage2", action="store_true", help="VAE: samples through the 2-Stage VAE's second stage (genlab stage2)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("stage2", help="fit the 2-Stage VAE's second stage (Dai & Wipf 2019) on a trained VAE run")
+    p.add_argument("run")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_stage2)
 
     p = sub.add_parser("report", help="one self-contained HTML page of one or more runs (opens offline)")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or sweep folders); several are compared")

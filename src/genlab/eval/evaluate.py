@@ -175,6 +175,7 @@ def evaluate(
     inception: bool = False,
     data: ImageData | None = None,
     sampled: bool = False,
+    sampler: nn.Module | None = None,
 ) -> dict[str, Any]:
     """All metrics of a trained run, as one JSON-ready dict; data (the training split) for factor metrics."""
     started = time.monotonic()
@@ -189,8 +190,9 @@ def evaluate(
         "reference": f"test split, first {n_ref} images",
         "genlab": __version__,
         "torch": torch.__version__,
+        "sampler": "2-Stage VAE (second stage, then this VAE's decoder)" if sampler is not None else "the model's prior",
     }
-    fake = generate(model, n, seed)
+    fake = generate(sampler or model, n, seed)  # sampler: e.g. the 2-Stage VAE over this VAE
     classifier, meta, why = find_classifier(config, test)
     if classifier is None:
         result["sample_quality"] = {"skipped": why}

@@ -1,0 +1,69 @@
+"""The second stage of the 2-Stage VAE (Dai & Wipf 2019): a small VAE fitted to a trained VAE's codes.
+
+A VAE's aggregate posterior q(z) = E_x q(z|x) does not match its prior N(0, I), so decoding prior
+draws lands where the decoder was never trained; that, more than the decoder, makes samples blurry.
+The second stage learns q(z) itself: an MLP VAE on the first stage's posterior means u, with a
+learned shared output variance gamma (the paper's key to letting it fit the codes closely). Sampling
+goes through both: z2 ~ N(0, I) -> u = decoder2(z2) -> x = decoder1(u).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    latent_dim: int = 64  # the first stage's latent size: the codes u it models
+    hidden_dim: int = 1024  # the paper's second stage: 3 layers of 1024 units
+    depth: int = 3
+
+    def validate(self) -> None:
+        from genlab.errors import ConfigError
+
+        if min(self.latent_dim, self.hidden_dim, self.depth) < 1:
+            raise ConfigError("the second stage's latent_dim, hidden_dim and depth must all be >= 1")
+
+
+def _mlp(inputs: int, hidden: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(inputs if i == 0 else hidden, hidden), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class Stage2VAE(nn.Module):
+    """u (B, d) -> MLP encoder -> mu2, logvar2 (B, d); z2 -> MLP decoder -> u_hat (B, d), N(u_hat, gamma I)."""
+
+    def __init__(self, latent_dim: int = 64, hidden_dim: int = 1024, depth: int = 3) -> None:
+        super().__init__()
+        self.config = Stage2Config(latent_dim, hidden_dim, depth)
+        self.config.validate()
+        self.encoder = _mlp(latent_dim, hidden_dim, depth)
+        self.fc_mu, self.fc_var = nn.Linear(hidden_dim, latent_dim), nn.Linear(hidden_dim, latent_dim)
+        self.decoder = nn.Sequential(_mlp(latent_dim, hidden_dim, depth), nn.Linear(hidden_dim, latent_dim))
+        self.log_gamma = nn.Parameter(torch.zeros(()))  # learned: the decoder's shared log variance
+
+    def forward(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h = self.encoder(u)
+        mu, logvar = self.fc_mu(h), self.fc_var(h)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        return self.decoder(z), mu, logvar
+
+    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        z = torch.randn(n, self.config.latent_dim, device=self.log_gamma.device, generator=generator)
+        return self.decoder(z)
+
+
+def stage2_loss(model: Stage2VAE, u: Tensor) -> dict[str, Tensor]:
+    """-ELBO per code in nats: ||u - u_hat||^2 / (2 gamma) + d/2 log(2 pi gamma) + KL(q(z2|u) || N(0, I))."""
+    u_hat, mu, logvar = model(u)
+    d = u.shape[1]
+    gamma = torch.exp(model.log_gamma)
+    nll = (u - u_hat).square().sum(1) / (2 * gamma) + 0.5 * d * (math.log(2 * math.pi) + model.log_gamma)
+    kl = -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(1)
+    return {"loss": (nll + kl).mean(), "nll": nll.mean().detach(), "kl": kl.mean().detach(), "gamma": gamma.detach()}
