@@ -15,24 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.models.dcgan import DCGANGenerator, conv_discriminator, init_weights, levels
+from genlab.models.dcgan import DCGANConfig, DCGANGenerator, conv_discriminator, init_weights, levels
 
 
 @dataclass(frozen=True)
-class CGANConfig:
+class CGANConfig(DCGANConfig):
     latent_dim: int = 128
-    img_shape: tuple[int, int, int] = (1, 28, 28)
-    width: int = 64
     num_classes: int = 10
 
     def validate(self) -> None:
         from genlab.errors import ConfigError
 
-        if self.latent_dim <= 0 or self.width <= 0:
-            raise ConfigError(f"model.latent_dim and model.width must be >= 1, got {self.latent_dim} and {self.width}")
+        super().validate()
         if self.num_classes < 2:
             raise ConfigError(f"model.num_classes must be >= 2, got {self.num_classes}")
-        levels(self.img_shape[-1])
 
 
 def balanced_labels(n: int, num_classes: int, device: torch.device | None = None) -> Tensor:

@@ -62,9 +62,12 @@ class CVAE(nn.Module):
     def decode(self, z: Tensor, labels: Tensor) -> Tensor:
         return self.vae.decode(torch.cat([z, self._one_hot(labels, z)], dim=1))
 
+    def reparameterize(self, mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.vae.reparameterize(mu, logvar, generator)
+
     def forward(self, x: Tensor, labels: Tensor, return_z: bool = False) -> tuple[Tensor, ...]:
         mu, log_var = self.encode(x, labels)
-        z = self.vae.reparameterize(mu, log_var)
+        z = self.reparameterize(mu, log_var)
         return (self.decode(z, labels), x, mu, log_var, z) if return_z else (self.decode(z, labels), x, mu, log_var)
 
     def sample(self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:

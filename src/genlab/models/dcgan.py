@@ -120,17 +120,22 @@ class DCGANDiscriminator(nn.Module):
         return out if logits else torch.sigmoid(out)
 
 
-class DCGAN(nn.Module):
-    """Generator and Discriminator of one DCGAN run, with the config that built them."""
+class ConvGAN(nn.Module):
+    """A generator and a discriminator (or critic) of one run, with the config that built them."""
 
+    config: DCGANConfig
+    generator: nn.Module
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n images G(z), z ~ N(0, I), in [-1, 1]."""
+        device = next(self.generator.parameters()).device
+        return self.generator(torch.randn(n, self.config.latent_dim, device=device, generator=generator))
+
+
+class DCGAN(ConvGAN):
     def __init__(self, latent_dim: int = 100, img_shape: Sequence[int] = (1, 28, 28), width: int = 64) -> None:
         super().__init__()
         self.config = DCGANConfig(latent_dim, tuple(img_shape), width)
         self.config.validate()
         self.generator = DCGANGenerator(latent_dim, img_shape, width)
         self.discriminator = DCGANDiscriminator(img_shape, width, "batch")
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n images G(z), z ~ N(0, I), in [-1, 1]."""
-        device = next(self.generator.parameters()).device
-        return self.generator(torch.randn(n, self.config.latent_dim, device=device, generator=generator))

@@ -11,24 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
-from genlab.models.dcgan import DCGANGenerator, conv_discriminator, init_weights, levels
+from genlab.models.dcgan import ConvGAN, DCGANConfig, DCGANGenerator, conv_discriminator, init_weights
 
 
 @dataclass(frozen=True)
-class WGANGPConfig:
+class WGANGPConfig(DCGANConfig):
     latent_dim: int = 128
-    img_shape: tuple[int, int, int] = (1, 28, 28)
-    width: int = 64
-
-    def validate(self) -> None:
-        from genlab.errors import ConfigError
-
-        if self.latent_dim <= 0 or self.width <= 0:
-            raise ConfigError(f"model.latent_dim and model.width must be >= 1, got {self.latent_dim} and {self.width}")
-        levels(self.img_shape[-1])
 
 
 class Critic(nn.Module):
@@ -43,7 +33,7 @@ class Critic(nn.Module):
         return self.model(img)
 
 
-class WGANGP(nn.Module):
+class WGANGP(ConvGAN):
     critic = True  # the discriminator is a critic: scores, not probabilities
 
     def __init__(self, latent_dim: int = 128, img_shape: Sequence[int] = (1, 28, 28), width: int = 64) -> None:
@@ -52,7 +42,3 @@ class WGANGP(nn.Module):
         self.config.validate()
         self.generator = DCGANGenerator(latent_dim, img_shape, width)
         self.discriminator = Critic(img_shape, width)
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        device = next(self.generator.parameters()).device
-        return self.generator(torch.randn(n, self.config.latent_dim, device=device, generator=generator))

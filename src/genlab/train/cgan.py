@@ -10,7 +10,7 @@ from genlab.config import GANLossConfig
 from genlab.data import ImageData, to_float
 from genlab.models.cgan import balanced_labels
 from genlab.train.common import FP32, Precision, update
-from genlab.train.gan import CHARTS, LOG_KEYS, _outputs, d_objective, g_objective, health, make_optimizers  # noqa: F401
+from genlab.train.gan import CHARTS, LOG_KEYS, _outputs, d_objective, g_objective, health, make_optimizers, validate  # noqa: F401
 
 CONDITIONAL = True  # batches are (images, labels)
 
@@ -47,27 +47,6 @@ def cgan_step(
 
 
 step = cgan_step
-
-
-@torch.no_grad()
-def validate(model, test: ImageData, config, step: int, device: torch.device) -> dict[str, float]:
-    """D's accuracy and mean outputs on labelled test images and on fakes of the same classes, eval mode."""
-    model.eval()
-    gen = torch.Generator(device).manual_seed(config.train.seed)
-    bs = config.train.batch_size
-    d_real = d_fake = correct = n = 0.0
-    for i in range(min(config.train.val_batches, -(-len(test) // bs))):
-        real = to_float(test.images[i * bs : (i + 1) * bs].to(device))
-        labels = test.labels[i * bs : (i + 1) * bs].to(device)
-        fake = model.sample(len(real), generator=gen, labels=labels)
-        p_real, p_fake = model.discriminator(real, labels), model.discriminator(fake, labels)
-        d_real += p_real.sum().item()
-        d_fake += p_fake.sum().item()
-        correct += (p_real > 0.5).sum().item() + (p_fake <= 0.5).sum().item()
-        n += len(real)
-    model.train()
-    n = max(n, 1)
-    return {"val_d_real": d_real / n, "val_d_fake": d_fake / n, "val_d_acc": correct / (2 * n)}
 
 
 @torch.no_grad()

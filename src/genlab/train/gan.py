@@ -123,10 +123,13 @@ def validate(model: GAN, test: ImageData, config: RunConfig, step: int, device: 
     bs = config.train.batch_size
     n_batches = min(config.train.val_batches, -(-len(test) // bs))
     d_real = d_fake = correct = n = 0.0
+    conditional = getattr(model.config, "num_classes", None) is not None
     for i in range(n_batches):
         real = to_float(test.images[i * bs : (i + 1) * bs].to(device))
-        fake = model.sample(len(real), generator=gen)
-        p_real, p_fake = model.discriminator(real), model.discriminator(fake)
+        # A conditional D scores each image with its class; the fakes get the test images' classes.
+        cond = (test.labels[i * bs : (i + 1) * bs].to(device),) if conditional else ()
+        fake = model.sample(len(real), gen, *cond)
+        p_real, p_fake = model.discriminator(real, *cond), model.discriminator(fake, *cond)
         d_real += p_real.sum().item()
         d_fake += p_fake.sum().item()
         correct += (p_real > 0.5).sum().item() + (p_fake <= 0.5).sum().item()

@@ -36,9 +36,10 @@ def prepare(model: VanillaVAE, batch: Tensor, binarize: bool) -> Tensor:
     return vae_input(batch, model.config.decoder, binarize)
 
 
-def objective(model: VanillaVAE, x: Tensor, loss: VAELossConfig, step: int) -> dict[str, Tensor]:
-    """The notes' loss terms for one batch; model may be wrapped in DistributedDataParallel."""
-    recons, x, mu, log_var, z = model(x, return_z=True)
+def objective(model: VanillaVAE, x: Tensor | tuple[Tensor, Tensor], loss: VAELossConfig, step: int) -> dict[str, Tensor]:
+    """The notes' loss terms for one batch, (images, labels) for a conditional VAE; model may be
+    wrapped in DistributedDataParallel."""
+    recons, x, mu, log_var, z = model(*(x if isinstance(x, tuple) else (x,)), return_z=True)
     inner = unwrap(model)
     out = loss_terms(recons, x, mu, log_var, z, loss, step, inner.config.decoder)
     if "log_sigma" in out and inner.training:  # the σ-VAE's calibrated sigma: a running mean over batches
@@ -91,11 +92,13 @@ def validate(model: VanillaVAE, test: ImageData, config: RunConfig, step: int, d
     model.eval()
     gen = torch.Generator(device).manual_seed(config.train.seed)
     bs, sums, n = config.train.batch_size, dict.fromkeys(LOG_KEYS, 0.0), 0
+    conditional = getattr(model.config, "num_classes", None) is not None
     for i in range(min(config.train.val_batches, -(-len(test) // bs))):
-        x = prepare(model, test.images[i * bs : (i + 1) * bs].to(device), config.data.binarize)
-        mu, log_var = model.encode(x)
+        x = vae_input(test.images[i * bs : (i + 1) * bs].to(device), model.config.decoder, config.data.binarize)
+        cond = (test.labels[i * bs : (i + 1) * bs].to(device),) if conditional else ()  # a conditional VAE's classes
+        mu, log_var = model.encode(x, *cond)
         z = model.reparameterize(mu, log_var, generator=gen)
-        out = loss_terms(model.decode(z), x, mu, log_var, z, config.loss, step, model.config.decoder)
+        out = loss_terms(model.decode(z, *cond), x, mu, log_var, z, config.loss, step, model.config.decoder)
         for k in LOG_KEYS:
             sums[k] += out[k].item() * len(x)
         n += len(x)
