@@ -236,11 +236,13 @@ def table(out: Path, seeds: list[int], epochs: list[int], sides: list[str]) -> s
             a, b = fds.values()
             u = stats.mannwhitneyu(a, b, alternative="two-sided", method="exact")
             t = stats.ttest_ind(a, b, equal_var=False)
+            spread_test = stats.levene(a, b, center="median")  # Brown-Forsythe: do the seed-to-seed spreads differ?
             spread = math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2)
             gap = statistics.mean(a) - statistics.mean(b)
             verdicts.append(
                 f"- {e} epochs: mean FD {' − '.join(fds)} = {gap:+.1f} = {gap / spread:+.2f} pooled seed std "
-                f"({spread:.1f}); Mann-Whitney U = {u.statistic:.0f}, p = {u.pvalue:.3f}; Welch t, p = {t.pvalue:.3f}"
+                f"({spread:.1f}); Mann-Whitney U = {u.statistic:.0f}, p = {u.pvalue:.3f}; Welch t, p = {t.pvalue:.3f}; "
+                f"equal spreads (Brown-Forsythe), p = {spread_test.pvalue:.3f}"
             )
     return "\n".join(lines + [""] + verdicts) + "\n"
 

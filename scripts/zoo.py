@@ -1,6 +1,6 @@
 """The notes' models and their fixes, trained under one wall budget on Fashion-MNIST and scored alike.
 
-Usage: python scripts/zoo.py [--budget 300] [--seeds 0,1,2] [--parallel 2] [--models gan,dcgan,...] [--out runs/zoo]
+Usage: python scripts/zoo.py [--budget 150] [--seeds 0,1,2] [--parallel 2] [--models gan,dcgan,...] [--out runs/zoo]
 
 Every model trains for --budget seconds of wall time from its shipped config (seed by seed), then
 `genlab eval --n 10000` scores it in the shipped classifier's features. With --parallel 2 on a
@@ -37,7 +37,7 @@ MODELS = {  # name: (family, config, what it is)
     # Not trained under the budget: a second stage fitted afterwards on each `vae` run's codes.
     "vae+2stage": ("vae", None, "the notes' VAE sampled through a 2-Stage VAE second stage"),
 }
-STAGE2_EPOCHS = 10
+STAGE2_EPOCHS = 5
 
 
 def train_and_score(name: str, seed: int, budget: float, out: Path) -> None:
@@ -165,7 +165,7 @@ def picture(out: Path, names: list[str], seed: int, per_row: int = 12) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--budget", type=float, default=300.0, help="training seconds per run")
+    p.add_argument("--budget", type=float, default=150.0, help="training seconds per run")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--parallel", type=int, default=2, help="runs at once (each on one core)")

@@ -132,3 +132,19 @@ def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not a genlab run folder" in err
+
+
+def test_a_sweep_folder_shows_its_figure_and_table(tmp_path: Path) -> None:
+    from PIL import Image
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    rows = [{"value": 1, "seed": 0, "neg_elbo": 27.5, "mig": 0.01}, {"value": 4, "seed": 0, "neg_elbo": 32.7, "mig": 0.02}]
+    (sweep / "sweep.json").write_text(json.dumps({"family": "vae", "key": "loss.beta", "values": [1, 4], "rows": rows}))
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(sweep / "sweep.png")
+    out = tmp_path / "r.html"
+    assert main(["report", str(sweep), "--out", str(out)]) == 0
+    html = out.read_text()
+    assert "sweep sweep: loss.beta over 1, 4" in html and "32.7" in html and "the sweep&#39;s figure" in html
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S).group(1))
+    assert data["galleries"][0][0]["frames"][0][1].startswith("data:image/png;base64,")

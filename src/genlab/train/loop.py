@@ -125,6 +125,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     flag: dict[str, int] = {}
     started, window_start, reason, bad = time.monotonic(), time.monotonic(), "done", None
     wall_before = state.get("wall_s", 0.0)  # training time of earlier invocations of a resumed run
+    if world.main:  # an earlier invocation's status no longer holds; written again at the end
+        (run_dir / "status.json").unlink(missing_ok=True)
     bar = Progress(total, state["step"], t.time_budget, quiet or not world.main, config.family)
     if compiling:
         bar.notice(f"genlab: the first step compiles {compiling}: ~15 s the first time, ~3 s once cached")
