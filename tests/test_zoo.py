@@ -155,12 +155,15 @@ def test_wgan_generator_steps_every_n_critic(idx_data: Path) -> None:
     assert g_moves == [False, False, True, False, False, True]
 
 
-@pytest.mark.parametrize("family", NEW)
+@pytest.mark.parametrize("family", [*NEW, "sigma-vae"])
 def test_new_models_run_under_torchrun(family: str, idx_data: Path, tmp_path: Path) -> None:
     """Two CPU ranks (gloo) train and end with identical weights, as the notes' models do."""
     import os
     import subprocess
     import sys
+
+    extra = ["--set", "model.decoder=sigma"] if family == "sigma-vae" else []
+    family = "vae" if family == "sigma-vae" else family
 
     run = tmp_path / "run"
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "genlab.cli"]
@@ -171,11 +174,14 @@ def test_new_models_run_under_torchrun(family: str, idx_data: Path, tmp_path: Pa
         "--set",
         "train.report=false",
         *[a for k, v in SMALL[family].items() for a in ("--set", f"{k}={v}")],
+        *extra,
     ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["ranks_identical"] is True and last["world_size"] == 2
+    if extra:
+        assert "log_sigma" in weights(run)  # the σ-VAE's calibrated sigma was trained and saved
 
 
 def test_sigma_vae_uses_the_maximum_likelihood_sigma() -> None:
