@@ -1,4 +1,5 @@
 # Two commands for a new user:  `make run` (the main job)  and  `make test`.
+# `make test-fast`: the suite without the tests marked slow (torchrun, compile, subprocesses, browser).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -9,7 +10,7 @@ RUN    ?= runs/main-$(STAMP)
 BUDGET ?= 150
 FASHION = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data run test table bench sweep fidelity zoo clean
+.PHONY: setup data run test test-fast table bench sweep fidelity zoo clean
 
 $(BIN)/genlab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,10 @@ run: setup data
 test: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/pytest -m "not slow"
 
 # The README's results table (~25 min on 2 CPU cores) and performance figures.
 table: setup data

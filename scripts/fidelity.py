@@ -148,7 +148,7 @@ def notes_loop(seed: int, epochs: list[int], save) -> None:
 def save_as_run(run: Path, seed: int, generator: nn.Module, discriminator: nn.Module, epoch: int, step: int) -> None:
     """The notes' networks as a genlab run (their weights load key for key), so genlab eval scores them."""
     from genlab.checkpoint import save_checkpoint
-    from genlab.config import load_config
+    from genlab.configfile import load_config
     from genlab.models import GAN
 
     config = load_config("gan", CONFIG, {"train.seed": seed, "train.epochs": epoch, "loss.logits": False})

@@ -74,9 +74,9 @@ def model_facts(name: str, run: Path) -> dict[str, float]:
 
     config, model, state = load_run(str(run), "cpu")
     if MODELS[name][1] is None:
-        from genlab.two_stage import load_stage2
+        from genlab.runs import load_stage2
 
-        model = load_stage2(run, model)
+        model = load_stage2(run, config, model)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model.sample(1)
@@ -130,9 +130,9 @@ def picture(out: Path, names: list[str], seed: int, per_row: int = 12) -> Path:
     """One row of samples per model (the seed's run, fixed noise), labelled."""
     from PIL import Image, ImageDraw
 
-    from genlab.eval.evaluate import generate
     from genlab.io import make_grid
     from genlab.runs import load_run
+    from genlab.sampling import generate
 
     rows, labels = [], []
     for name in names:
@@ -141,9 +141,9 @@ def picture(out: Path, names: list[str], seed: int, per_row: int = 12) -> Path:
             continue
         config, model, _ = load_run(str(run), "cpu")
         if MODELS[name][1] is None:
-            from genlab.two_stage import load_stage2
+            from genlab.runs import load_stage2
 
-            model = load_stage2(run, model)
+            model = load_stage2(run, config, model)
         images = generate(model, per_row, seed=0)
         size = 28  # Fashion-MNIST's own size: the VAEs' 32x32 padding is cropped off
         top = (images.shape[-1] - size) // 2

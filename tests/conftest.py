@@ -1,11 +1,14 @@
-"""Small data the tests make: no downloads."""
+"""What every test folder shares: the data the tests make (no downloads), the one table of tiny model
+settings, and the helpers that train, read and compare runs."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +22,80 @@ FEEDS_BATCHNORM = re.compile(
     r"(encoder|decoder)\.\d+\.0\.bias|(encoder|decoder)\.\d+\.1\.running_mean|final_layer\.0\.bias|"
     r"final_layer\.1\.running_mean|generator\.model\.(2|5|8)\.bias|generator\.model\.(3|6|9)\.running_mean"
 )
+
+
+# One table of tiny settings, for every registered family: each builds and steps in a moment.
+TINY: dict[str, dict[str, Any]] = {
+    "vae": {"model.hidden_dims": [8, 16], "model.latent_dim": 4},
+    "gan": {"model.g_hidden_dims": [16, 32], "model.d_hidden_dims": [16], "model.latent_dim": 8},
+    "dcgan": {"model.width": 4, "model.latent_dim": 8},
+    "sngan": {"model.width": 4, "model.latent_dim": 8},
+    "wgan-gp": {"model.width": 4, "model.latent_dim": 8},
+    "cgan": {"model.width": 4, "model.latent_dim": 8},
+    "cvae": {"model.hidden_dims": [8, 16], "model.latent_dim": 4},
+}
+NEW = ["dcgan", "sngan", "wgan-gp", "cgan", "cvae"]  # the families beyond the notes
+LOSS_KEYS = {"vae": ("loss", "recon", "kl", "elbo", "val_loss"), "gan": ("g_loss", "d_loss", "d_real", "d_fake", "val_d_acc")}
+
+
+def tiny_sets(family: str, **extra: Any) -> list[str]:
+    """TINY[family] (and extra "section.key" values, dots as "__") as --set arguments."""
+    values = {**TINY[family], **{k.replace("__", "."): v for k, v in extra.items()}}
+    return [a for k, v in values.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+
+
+def tiny_model(family: str, size: int = 16, channels: int = 1) -> dict[str, Any]:
+    """TINY[family]'s model keys as config-class keyword arguments, at size x size."""
+    from genlab.models import family as record_of
+
+    model = {k.partition(".")[2]: tuple(v) if isinstance(v, list) else v for k, v in TINY[family].items() if k[:6] == "model."}
+    gan = record_of(family).kind == "gan"
+    shape = {"img_shape": (channels, size, size)} if gan else {"in_channels": channels, "image_size": size}
+    return {**model, **shape}
+
+
+def small_config(family: str, size: int = 28, channels: int = 1, **extra):
+    """A RunConfig of TINY[family] at size (a VAE pads 28 to 32) with batch 8; extra: {"loss.n_critic": 1, ...}."""
+    from genlab.configfile import load_config
+    from genlab.models import family as record_of
+
+    shape = {"model.in_channels": channels, "model.image_size": 32 if size == 28 else size}
+    if record_of(family).kind == "gan":
+        shape = {"model.img_shape": [channels, size, size]}
+    return load_config(family, None, {**TINY[family], **shape, "train.batch_size": 8, **extra})
+
+
+def train_args(family: str, data: Path, out: Path, *extra: str) -> list[str]:
+    """`genlab train FAMILY` of TINY settings on data into out, batch 16, quiet."""
+    common = ["--batch-size", "16", "--quiet", "--set", "train.log_every=3", "--set", "train.num_samples=16"]
+    validation = ["--set", "train.val_batches=2"] if family in ("vae", "cvae") else []
+    return ["train", family, "--data", str(data), "--out", str(out), *common, *tiny_sets(family), *validation, *extra]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    from genlab import checkpoint as ckpt
+
+    return ckpt.load_weights(ckpt.find_checkpoint(run))
+
+
+def losses(run: Path, kind: str) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: r[k] for k in ("step", *LOSS_KEYS[kind]) if k in r} for r in rows]
+
+
+def assert_same_state(a: Path, b: Path) -> None:
+    """Two runs hold bit-identical weights, optimiser states, positions and RNG."""
+    from genlab import checkpoint as ckpt
+
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    sa, sb = ckpt.load_state(ckpt.find_checkpoint(a)), ckpt.load_state(ckpt.find_checkpoint(b))
+    assert (sa["step"], sa["epoch"], sa["batch"]) == (sb["step"], sb["epoch"], sb["batch"])
+    for name, opt in sa["optimizers"].items():
+        for key, st in opt["state"].items():
+            other = sb["optimizers"][name]["state"][key]
+            assert all(torch.equal(st[k], other[k]) for k in st)
+    assert all(torch.equal(a, b) for a, b in zip(sa["rng"], sb["rng"], strict=True))
 
 
 def assert_same_weights(a: dict, b: dict, noise_atol: float, rtol: float = 1e-4, atol: float = 1e-5) -> None:
@@ -93,8 +170,6 @@ def _threads() -> None:
 def tiny_runs(idx_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny VAE and GAN run of two epochs each (per-epoch pictures, a report), trained once per session."""
     from genlab.cli import main
-
-    from test_cli import train_args
 
     root = tmp_path_factory.mktemp("runs")
     runs = {}

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genlab.config import from_dict, load_config
+from genlab.configfile import from_dict, load_config
 from genlab.errors import ConfigError
 from genlab.models import VanillaVAE, build_model
 
@@ -100,3 +100,17 @@ def test_any_valid_gan_config_generates_its_image_shape(channels: int, size: int
     gan = build_model("gan", config.model).eval()
     out = gan.sample(3)
     assert out.shape == (3, channels, size, size) and gan.discriminator(out).shape == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("family", "overrides", "message"),
+    [
+        ("wgan-gp", {"loss.n_critic": 0}, "loss.n_critic must be an integer >= 1"),
+        ("sngan", {"loss.logits": False}, "set loss.logits = true"),
+        ("dcgan", {"model.img_shape": [1, 30, 30]}, r"a DCGAN makes 28x28 or 4\*2\^k"),
+        ("vae", {"model.spectral_norm": True}, "unknown key"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(family: str, overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(family, None, overrides)

@@ -2,10 +2,20 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from genlab.losses import decoder_variance, gan_d_loss, gan_g_loss, gaussian_kl, vae_loss
+from genlab.losses import (
+    decoder_variance,
+    gan_d_loss,
+    gan_g_loss,
+    gaussian_kl,
+    gradient_penalty,
+    hinge_d_loss,
+    hinge_g_loss,
+    vae_loss,
+)
 
 
 def test_kl_is_zero_at_the_prior_and_positive_elsewhere() -> None:
@@ -83,3 +93,32 @@ def test_gan_losses_on_logits_equal_bce_on_sigmoid() -> None:
 def test_bce_on_logits_stays_finite_where_sigmoid_saturates() -> None:
     fake = torch.tensor([[-200.0]])
     assert torch.isfinite(gan_g_loss(fake)) and gan_g_loss(fake) > 100
+
+
+def test_hinge_losses() -> None:
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    assert hinge_d_loss(real, fake).item() == pytest.approx((0 + 0.5) / 2 + (0 + 1) / 2)
+    assert hinge_g_loss(fake).item() == pytest.approx(1.0)
+
+
+def test_gradient_penalty_of_a_linear_critic() -> None:
+    """D(x) = <w, x> has gradient w everywhere: the penalty is (||w|| - 1)^2 whatever the points."""
+    w = torch.tensor([3.0, 4.0, 0.0, 0.0]).view(1, 1, 2, 2)
+    critic = lambda x: (x * w).flatten(1).sum(1, keepdim=True)  # noqa: E731
+    gp = gradient_penalty(critic, torch.randn(5, 1, 2, 2), torch.randn(5, 1, 2, 2))
+    assert gp.item() == pytest.approx((5.0 - 1.0) ** 2)
+
+
+def test_sigma_vae_uses_the_maximum_likelihood_sigma() -> None:
+    from genlab.losses import gaussian_kl, gaussian_nll, optimal_log_sigma, sigma_vae_loss
+
+    torch.manual_seed(0)
+    x, recons = torch.rand(6, 1, 8, 8) * 2 - 1, torch.rand(6, 1, 8, 8) * 2 - 1
+    mu, logvar = torch.randn(6, 4), torch.randn(6, 4) * 0.1
+    out = sigma_vae_loss(recons, x, mu, logvar, beta=1.0)
+    var = torch.exp(2 * optimal_log_sigma(recons, x)).item()
+    expected = gaussian_nll(recons, x, var) + gaussian_kl(mu, logvar)
+    assert out["loss"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
+    assert -out["elbo"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
+    for factor in (0.9, 1.1):  # any other shared variance gives a larger NLL
+        assert gaussian_nll(recons, x, var * factor).mean() > gaussian_nll(recons, x, var).mean()

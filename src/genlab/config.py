@@ -1,29 +1,16 @@
-"""Run configuration: TOML/YAML sections [model], [loss], [train], [data] onto frozen dataclasses.
+"""Run configuration as typed, frozen dataclasses: [model] (in each model's file), [loss], [train], [data].
 
-Every key is checked before any work starts: unknown keys get a "did you mean", wrong types and
-impossible values name the key and what is allowed.
+Each section checks its own values (`validate`); reading files, coercing types and the checks that
+need the model family's record are in configfile.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import json
-import math
-import sys
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from genlab.errors import ConfigError
-from genlab.models import KINDS, MODELS, kind
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -170,49 +157,6 @@ class DataConfig:
             raise ConfigError(f"data.image_size must be 32 or 64 (factor data sets), got {self.image_size}")
 
 
-LOSSES = {family: VAELossConfig if k == "vae" else GANLossConfig for family, k in KINDS.items()} | {"wgan-gp": WGANLossConfig}
-# Family defaults where the notes' reference implementations differ (PyTorch-VAE vs PyTorch-GAN).
-# The model's image shape, unless set, follows the data (data_shape_defaults).
-DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "vae": {"model": {}, "train": {"lr": 0.005, "betas": (0.9, 0.999)}},
-    "gan": {"model": {}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},
-    "dcgan": {"model": {}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},  # Radford et al. 2015
-    "sngan": {"model": {}, "loss": {"adversarial": "hinge"}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},  # Miyato's C
-    "wgan-gp": {"model": {}, "train": {"lr": 0.0001, "betas": (0.0, 0.9)}},  # Gulrajani et al. 2017
-    "cgan": {"model": {}, "loss": {"adversarial": "hinge"}, "train": {"lr": 0.0002, "betas": (0.5, 0.999)}},
-    "cvae": {"model": {}, "train": {"lr": 0.005, "betas": (0.9, 0.999)}},  # the notes' VAE's
-}
-
-
-def data_shape_defaults(family: str, model: dict[str, Any], data: DataConfig) -> dict[str, Any]:
-    """The model keys that describe its images, taken from the data where the config leaves them unset.
-
-    Channels follow the data (an RGB folder gives 3, grey 1). IDX data keep their size (28), the VAE
-    padding it up to what its encoder can halve (32 for five blocks); image folders default to the
-    notes' 64x64.
-    """
-    from genlab.data import FOLDER_IMAGE_SIZE, native_shape
-
-    keys = ("in_channels", "image_size") if kind(family) == "vae" else ("img_shape",)
-    if all(k in model for k in keys):
-        return {}
-    channels, native = native_shape(data)
-    if kind(family) == "gan":
-        size = native or FOLDER_IMAGE_SIZE
-        return {"img_shape": (channels, size, size)}
-    out: dict[str, Any] = {}
-    if "in_channels" not in model:
-        out["in_channels"] = channels
-    if "image_size" not in model:
-        if native is None:
-            out["image_size"] = FOLDER_IMAGE_SIZE
-        else:
-            dims = model.get("hidden_dims")
-            factor = 2 ** len(dims if isinstance(dims, (list, tuple)) else MODELS["vae"][0].hidden_dims)
-            out["image_size"] = -(-native // factor) * factor
-    return out
-
-
 @dataclass(frozen=True)
 class RunConfig:
     family: str
@@ -230,33 +174,6 @@ class RunConfig:
     def validate(self) -> None:
         for part in (self.model, self.loss, self.train, self.data):
             part.validate()
-        if self.train.fuse_norm_act is True and self.family != "vae":
-            raise ConfigError("train.fuse_norm_act fuses the VAE's BatchNorm2d + LeakyReLU; the GAN has none: set it false")
-        if self.family == "vae" and self.model.decoder == "sigma" and self.loss.loss_type != "beta":
-            raise ConfigError(
-                f'model.decoder = "sigma" trains the ELBO in nats with loss.beta on the KL; loss.loss_type = '
-                f'"{self.loss.loss_type}" weighs in the notes\' per-pixel units: set loss.loss_type = "beta"'
-            )
-
-
-def _resolve_beta_norm(loss: VAELossConfig, latent_dim: int) -> VAELossConfig:
-    """loss.beta from loss.beta_norm: w * beta * KL_sum = beta_norm * KL_sum / latent_dim."""
-    if loss.kld_weight == 0:
-        raise ConfigError("loss.beta_norm needs loss.kld_weight > 0 (beta = beta_norm / (latent_dim * kld_weight))")
-    beta = loss.beta_norm / (latent_dim * loss.kld_weight)
-    if loss.beta != 1.0 and not math.isclose(loss.beta, beta, rel_tol=1e-9):
-        raise ConfigError(f"set loss.beta or loss.beta_norm, not both (beta_norm {loss.beta_norm} means beta {beta:.6g})")
-    return dataclasses.replace(loss, beta=beta)
-
-
-def beta_conventions(loss: VAELossConfig, latent_dim: int, pixels: int) -> dict[str, float]:
-    """The run's KL weight in the three conventions in use (the notes', the literature's per-image sum, normalised).
-
-    The notes: MSE_mean + kld_weight * beta * KL_sum. Per-image sums (Higgins et al.; disentanglement_lib):
-    D * (that) = SSE + (D * kld_weight * beta) * KL_sum. Normalised (disent): MSE_mean + beta_norm * KL_sum / latent_dim.
-    """
-    weight = loss.kld_weight * loss.beta
-    return {"beta": loss.beta, "beta_sum": weight * pixels, "beta_norm": weight * latent_dim}
 
 
 def _positive(key: str, value: float, allow_zero: bool = False) -> None:
@@ -267,139 +184,3 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """value as the dataclass field type hint, or a ConfigError naming the key."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _coerce(key, value, inner[0])
-        for one in inner:  # the first type that takes the value
-            try:
-                return _coerce(key, value, one)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key} must be {' or '.join(a.__name__ for a in inner)}, got {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(key, v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"{key} must be a list of {len(args)} values, got {list(value)}")
-        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    else:  # pragma: no cover
-        return value
-    raise ConfigError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
-
-
-def build_section(cls: type, values: dict[str, Any], section: str) -> Any:
-    """A dataclass from a dict, refusing unknown keys (with a suggestion) and wrong types."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"[{section}] must be a table of key = value, got {values!r}")
-    names = [f.name for f in fields(cls)]
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {section}.{close[0]}?" if close else f"; allowed: {', '.join(names)}"
-            raise ConfigError(f"unknown key {section}.{key}{hint}")
-        kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
-    return cls(**kwargs)
-
-
-def read_file(path: str | Path) -> dict[str, Any]:
-    """A TOML or YAML config file as a dict of sections."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
-    text = path.read_text()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = tomllib.loads(text)
-    except Exception as e:  # both parsers' errors carry line and column
-        raise ConfigError(f"{path}: cannot parse ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected sections [model], [loss], [train], [data]")
-    return data
-
-
-def parse_value(text: str) -> Any:
-    """A command-line override value, read as TOML (numbers, booleans, lists), else as a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = value
-    return out
-
-
-def load_config(family: str, file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults <- config file <- overrides ({"train.lr": 1e-3, ...}), checked and frozen."""
-    if family not in MODELS:
-        raise ConfigError(f"unknown model family {family!r}; choose one of {', '.join(MODELS)}")
-    raw = merge(DEFAULTS[family], read_file(file) if file else {})
-    if "family" in raw:
-        if raw.pop("family") != family:
-            raise ConfigError(f"{file} is a config for another model family; pass it to that family's command")
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        raw.setdefault(section, {})[key] = value
-    if isinstance(raw.get("model", {}), dict):
-        data = build_section(DataConfig, raw.get("data", {}), "data")
-        raw["model"] = {**data_shape_defaults(family, raw.get("model", {}), data), **raw.get("model", {})}
-    return load_config_from_sections(family, raw)
-
-
-def from_dict(data: dict[str, Any]) -> RunConfig:
-    """A RunConfig from its to_dict() form (a run folder's config.json)."""
-    data = dict(data)
-    family = data.pop("family", None)
-    if family not in MODELS:
-        raise ConfigError(f"config names unknown model family {family!r}")
-    return load_config_from_sections(family, data)
-
-
-def load_config_from_sections(family: str, sections: dict[str, Any]) -> RunConfig:
-    classes = {"model": MODELS[family][0], "loss": LOSSES[family], "train": TrainConfig, "data": DataConfig}
-    for name in sections:
-        if name not in classes:
-            close = difflib.get_close_matches(name, classes, n=1)
-            raise ConfigError(f"unknown section [{name}]" + (f"; did you mean [{close[0]}]?" if close else ""))
-    parts = {name: build_section(cls, sections.get(name, {}), name) for name, cls in classes.items()}
-    if family == "vae" and parts["loss"].beta_norm is not None:
-        parts["loss"] = _resolve_beta_norm(parts["loss"], parts["model"].latent_dim)
-    config = RunConfig(family, **parts)
-    config.validate()
-    return config

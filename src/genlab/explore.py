@@ -23,8 +23,8 @@ import torch
 from genlab.data import crop_to, to_float, vae_input
 from genlab.errors import GenlabError
 from genlab.io import png_bytes, to_uint8
-from genlab.models import is_conditional, kind
-from genlab.traversal import MAX_ROWS, kl_per_dim
+from genlab.latents import MAX_ROWS, decode, kl_per_dim
+from genlab.models import family
 
 Z_LIMIT = 10.0  # |z_i| beyond this is far outside N(0, 1) and surely a client error
 MAP_POINTS = 2000  # test images on the 2-D map
@@ -53,7 +53,7 @@ class Explorer:
     def __init__(self, config, model: torch.nn.Module, test, seed: int = 0) -> None:
         self.config, self.model, self.test = config, model.eval(), test
         self.family = config.family
-        self.kind = kind(config.family)
+        self.kind = family(config.family).kind
         self.latent_dim = int(config.model.latent_dim)
         self.original_size = tuple(test.original_size)
         self.device = next(model.parameters()).device
@@ -142,13 +142,9 @@ class Explorer:
     def decode(self, z: torch.Tensor, label: int | None = None) -> np.ndarray:
         """(1, latent) -> (H, W, C) uint8 pixels, cropped to the data's own size."""
         with self.lock:
-            z = z.to(self.device)
-            if self.kind == "vae":
-                out = self.model.to_image(self.model.decode(z))
-            elif self.classes:  # a conditional GAN: the picked class (0 unless given)
-                out = self.model.generator(z, torch.tensor([label or 0], device=self.device))
-            else:
-                out = self.model.generator(z)
+            # A conditional model draws the picked class (0 unless given).
+            labels = torch.tensor([label or 0], device=self.device) if self.classes else None
+            out = decode(self.model, self.kind, z.to(self.device), labels)
         return to_uint8(crop_to(out.cpu(), self.original_size))[0]
 
     def index(self, query: dict[str, list[str]]) -> int:
@@ -256,7 +252,8 @@ def load_explorer(run: str, device: str = "cpu") -> Explorer:
     from genlab.runs import load_run, test_split
 
     config, model, _ = load_run(run, device)
-    if is_conditional(config.family) and kind(config.family) == "vae":
+    record = family(config.family)
+    if record.conditional and record.kind == "vae":
         raise GenlabError(f"{run} is a conditional VAE; the explorer does not take labels for it yet (conditional GANs work)")
     return Explorer(config, model, test_split(config))
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genlab.errors import ConfigError
+
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, diag(exp(logvar))) || N(0, I)) per example, in nats (the notes' closed form).
@@ -40,6 +42,23 @@ def decoder_variance(kld_weight: float, num_pixels: int) -> float:
     so the notes' loss at beta = 1 is the negative ELBO (up to a constant) divided by D pixels.
     """
     return kld_weight * num_pixels / 2
+
+
+def beta_from_normalised(beta_norm: float, latent_dim: int, kld_weight: float) -> float:
+    """The notes' beta for a normalised one: kld_weight * beta * KL_sum = beta_norm * KL_sum / latent_dim."""
+    if kld_weight == 0:
+        raise ConfigError("loss.beta_norm needs loss.kld_weight > 0 (beta = beta_norm / (latent_dim * kld_weight))")
+    return beta_norm / (latent_dim * kld_weight)
+
+
+def beta_conventions(loss, latent_dim: int, pixels: int) -> dict[str, float]:
+    """The run's KL weight in the three conventions in use (the notes', the literature's per-image sum, normalised).
+
+    The notes: MSE_mean + kld_weight * beta * KL_sum. Per-image sums (Higgins et al.; disentanglement_lib):
+    D * (that) = SSE + (D * kld_weight * beta) * KL_sum. Normalised (disent): MSE_mean + beta_norm * KL_sum / latent_dim.
+    """
+    weight = loss.kld_weight * loss.beta
+    return {"beta": loss.beta, "beta_sum": weight * pixels, "beta_norm": weight * latent_dim}
 
 
 MIN_LOG_SIGMA = -6.0  # Rybkin et al. 2021 keep the optimal sigma from collapsing on perfect reconstructions

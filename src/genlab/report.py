@@ -3,7 +3,7 @@
 The page holds everything (pictures as data: URIs, curves as JSON, the chart code inline), so it
 opens from disk offline. What is shown comes from the run folder alone: metrics.jsonl, status.json,
 config.json, samples/*.png, evals/*.json, any picture in the folder, and sweep.json for a sweep.
-Which keys share a chart is the family's choice (train.<family>.CHARTS); a family without one gets a
+Which keys share a chart is the family's trainer's choice (Trainer.charts); a family without one gets a
 chart per key, so a new model family needs no change to the page.
 """
 
@@ -13,6 +13,7 @@ import base64
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,11 +102,12 @@ def thin(items: list, n: int) -> list:
     return [items[i] for i in idx]
 
 
-def chart_groups(family: str) -> dict[str, tuple[tuple[str, ...], float | None]]:
-    from genlab.train import FAMILIES
+def chart_groups(name: str) -> dict[str, tuple[tuple[str, ...], float | None]]:
+    """Which curves share a chart: the family's trainer says; unknown families get a chart per key."""
+    from genlab.models import FAMILIES
+    from genlab.train import trainer_for
 
-    module = FAMILIES.get(family)
-    return dict(getattr(module, "CHARTS", {}))
+    return dict(trainer_for(FAMILIES[name]).charts) if name in FAMILIES else {}
 
 
 def charts(views: list[RunView]) -> list[Chart]:
@@ -301,3 +303,12 @@ def write_report(paths: list[str | Path], out: str | Path) -> Path:
         if names.count(v.name) > 1:
             v.name = f"{v.name} ({i + 1})"
     return atomic_write_bytes(out, render(views).encode())
+
+
+def write_run_report(run_dir: Path) -> None:
+    """RUN/report.html at the end of training; a failure here warns, it does not fail the finished run."""
+    try:
+        write_report([run_dir], run_dir / "report.html")
+    except Exception as e:  # noqa: BLE001 - whatever broke the page, the checkpoints are complete
+        print(f"genlab: warning: the run finished but its report was not written ({e}); "
+              f"try again with: genlab report {run_dir}", file=sys.stderr)  # fmt: skip

@@ -13,16 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from genlab.config import beta_conventions, load_config
+from genlab.configfile import load_config
 from genlab.errors import GenlabError
 from genlab.io import atomic_write_bytes
+from genlab.losses import beta_conventions
+from genlab.models import family
 
 QUALITY_N = 2000  # test images for the quality side (ELBO with k = 1, reconstruction error)
 
 
 def parse_values(text: str) -> tuple[str, list[Any]]:
     """ "loss.beta=1,2,4" -> ("loss.beta", [1, 2, 4])."""
-    from genlab.config import parse_value
+    from genlab.configfile import parse_value
 
     key, eq, values = text.partition("=")
     if not eq or "." not in key or not values.strip():
@@ -31,7 +33,7 @@ def parse_values(text: str) -> tuple[str, list[Any]]:
 
 
 def run_sweep(
-    family: str,
+    name: str,
     key: str,
     values: list[Any],
     seeds: list[int],
@@ -41,9 +43,11 @@ def run_sweep(
     time_budget: float | None,
 ) -> dict[str, Any]:
     """Train every (value, seed) into out/KEY=VALUE/seedS (resuming an unfinished one), evaluate, summarise."""
+    from genlab.report import write_run_report
     from genlab.train.loop import train
 
-    if family != "vae":
+    record = family(name)
+    if record.kind != "vae" or record.conditional:
         raise GenlabError("the sweep measures a VAE's trade-off (ELBO against disentanglement); use genlab sweep vae")
     configs = {}
     for value in values:
@@ -51,7 +55,7 @@ def run_sweep(
             extra = {**overrides, key: value, "train.seed": seed}
             if time_budget is not None:
                 extra["train.time_budget"] = time_budget
-            configs[(value, seed)] = load_config(family, config_file, extra)  # every config checked before any training
+            configs[(value, seed)] = load_config(name, config_file, extra)  # every config checked before any training
     rows = []
     for (value, seed), config in configs.items():
         run_dir = out / f"{key}={value}" / f"seed{seed}"
@@ -63,6 +67,8 @@ def run_sweep(
         resume = (run_dir / "checkpoints" / "latest").exists()
         started = time.monotonic()
         result = train(config, run_dir, resume=resume, quiet=True)
+        if config.train.report:
+            write_run_report(run_dir)
         row = {
             "value": value,
             "seed": seed,
@@ -79,7 +85,7 @@ def run_sweep(
             + (f", MIG {row['mig']:.3f}, FactorVAE {row['factor_vae_score']:.3f}" if "mig" in row else "")
         )
     summary = {
-        "family": family,
+        "family": name,
         "key": key,
         "values": values,
         "seeds": seeds,
@@ -98,7 +104,7 @@ def run_sweep(
 def measure(run_dir: Path) -> dict[str, Any]:
     """Quality and (on factor data) interpretability of a finished run."""
     from genlab.eval.evaluate import vae_likelihood
-    from genlab.eval.latents import factor_scores
+    from genlab.eval.factor_report import factor_scores
     from genlab.runs import load_run, splits
 
     config, model, _ = load_run(str(run_dir))
@@ -177,8 +183,8 @@ def draw(summary: dict[str, Any], path: Path) -> Path:
 def _traversal_panel(ax, run_dir: Path, label: str) -> None:
     from genlab.data import crop_to
     from genlab.io import make_grid
+    from genlab.latents import dim_inactive, traverse
     from genlab.runs import load_run, test_split
-    from genlab.traversal import dim_inactive, traverse
 
     config, model, state = load_run(str(run_dir))
     test = test_split(config)

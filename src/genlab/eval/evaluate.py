@@ -14,30 +14,14 @@ from genlab import __version__
 from genlab.config import RunConfig
 from genlab.data import ImageData, crop_to, to_float, vae_input
 from genlab.eval.classifier import FeatureClassifier, load_classifier, shipped_path
+from genlab.eval.classifier_score import class_histogram, classifier_score, collapse_warning
+from genlab.eval.factor_report import latent_report
 from genlab.eval.frechet import frechet_distance_features
-from genlab.eval.inception_score import class_histogram, classifier_score, collapse_warning
-from genlab.eval.latents import latent_report
 from genlab.eval.likelihood import elbo_and_iwae
 from genlab.eval.precision_recall import density_coverage, precision_recall
 from genlab.losses import decoder_variance
-from genlab.models import is_conditional, kind
-
-
-@torch.no_grad()
-def generate(model: nn.Module, n: int, seed: int, batch_size: int = 500) -> Tensor:
-    """n samples in [-1, 1] from a fixed generator: the same run and seed give the same images."""
-    device = next(model.parameters()).device
-    gen = torch.Generator(device).manual_seed(seed)
-    model.eval()
-    return torch.cat([model.sample(min(batch_size, n - i), generator=gen).cpu() for i in range(0, n, batch_size)])
-
-
-def generated_labels(model: nn.Module, n: int, batch_size: int = 500) -> Tensor | None:
-    """The classes generate() asked a conditional model for (each chunk's classes in turn); None otherwise."""
-    classes = getattr(model.config, "num_classes", None)
-    if classes is None:
-        return None
-    return torch.cat([torch.arange(min(batch_size, n - i)) % classes for i in range(0, n, batch_size)])
+from genlab.models import family
+from genlab.sampling import generate, generated_labels
 
 
 def as_classifier_input(images: Tensor, original_size: tuple[int, int]) -> Tensor:
@@ -207,9 +191,10 @@ def evaluate(
             "test_accuracy": meta.get("test_accuracy"),
         }
         result["sample_quality"] = quality
-    if is_conditional(config.family) and kind(config.family) == "vae":
+    record = family(config.family)
+    if record.kind == "vae" and record.conditional:
         result["likelihood"] = {"skipped": "conditional VAE: likelihoods given the class are not computed yet"}
-    elif kind(config.family) == "vae":
+    elif record.kind == "vae":
         result["likelihood"] = vae_likelihood(model, config, test, nll_n, k, seed)
         result["disentanglement"] = latent_report(model, config.data.binarize, data or test, test, seed, sampled)
     else:

@@ -52,6 +52,11 @@ class CVAE(nn.Module):
         self.vae.decoder_input = nn.Linear(latent_dim + num_classes, self.vae.decoder_input.out_features)
         self.embed_class = nn.Linear(num_classes, image_size * image_size)
 
+    @property
+    def log_sigma(self) -> Tensor:
+        """The σ-VAE decoder's calibrated log sigma (decoder = "sigma"), held by the inner VAE."""
+        return self.vae.log_sigma
+
     def _one_hot(self, labels: Tensor, like: Tensor) -> Tensor:
         return F.one_hot(labels, self.num_classes).to(like.dtype)
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from genlab.losses import gaussian_kl
+
 
 @dataclass(frozen=True)
 class Stage2Config:
@@ -65,5 +67,17 @@ def stage2_loss(model: Stage2VAE, u: Tensor) -> dict[str, Tensor]:
     d = u.shape[1]
     gamma = torch.exp(model.log_gamma)
     nll = (u - u_hat).square().sum(1) / (2 * gamma) + 0.5 * d * (math.log(2 * math.pi) + model.log_gamma)
-    kl = -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(1)
+    kl = gaussian_kl(mu, logvar)
     return {"loss": (nll + kl).mean(), "nll": nll.mean().detach(), "kl": kl.mean().detach(), "gamma": gamma.detach()}
+
+
+class TwoStage(nn.Module):
+    """The first stage's decoder fed the second stage's codes: what `sample --stage2` draws from."""
+
+    def __init__(self, vae: nn.Module, stage2: Stage2VAE) -> None:
+        super().__init__()
+        self.vae, self.stage2, self.config = vae, stage2, vae.config
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.vae.to_image(self.vae.decode(self.stage2.sample_codes(n, generator)))

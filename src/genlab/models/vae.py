@@ -29,6 +29,12 @@ class VAEConfig:
     # "sigma": the Tanh output as the mean of a Gaussian whose shared variance is learned (sigma-VAE).
     decoder: str = "gaussian"
 
+    @staticmethod
+    def input_multiple(values: dict) -> int:
+        """What the image size must be a multiple of, for the [model] values given: 2 per encoder block."""
+        dims = values.get("hidden_dims")
+        return 2 ** len(dims if isinstance(dims, (list, tuple)) else DEFAULT_HIDDEN_DIMS)
+
     def validate(self) -> None:
         from genlab.errors import ConfigError
 

@@ -9,10 +9,9 @@ from torch.optim import Optimizer
 from genlab.config import GANLossConfig
 from genlab.data import ImageData, to_float
 from genlab.models.cgan import balanced_labels
+from genlab.train import Trainer
 from genlab.train.common import FP32, Precision, update
-from genlab.train.gan import CHARTS, LOG_KEYS, _outputs, d_objective, g_objective, health, make_optimizers, validate  # noqa: F401
-
-CONDITIONAL = True  # batches are (images, labels)
+from genlab.train.gan import CHARTS, LOG_KEYS, _outputs, d_objective, g_objective, health, make_optimizers, validate
 
 
 def prepare(model, batch: tuple[Tensor, Tensor], binarize: bool) -> tuple[Tensor, Tensor]:
@@ -46,8 +45,6 @@ def cgan_step(
     return _outputs(g_loss, d_loss, real_scores, fake_scores, loss.logits)
 
 
-step = cgan_step
-
 
 @torch.no_grad()
 def pictures(model, test: ImageData, noise: Tensor, device: torch.device, binarize: bool) -> list[Tensor]:
@@ -56,3 +53,6 @@ def pictures(model, test: ImageData, noise: Tensor, device: torch.device, binari
     out = model.generator(noise.to(device), balanced_labels(len(noise), model.config.num_classes, device))
     model.train()
     return [out]
+
+
+TRAINER = Trainer(cgan_step, make_optimizers, prepare, validate, pictures, LOG_KEYS, CHARTS, health)

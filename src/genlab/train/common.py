@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from genlab.errors import ConfigError
+from genlab.kernels.norm_act import FUSE_MIN_ELEMENTS
 from genlab.models import layers
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -105,7 +106,7 @@ def fuse_norm_act(model: nn.Module, setting: bool | str, device: torch.device, p
     if setting == "auto":
         if device.type != "cpu" or precision != "fp32" or not can_compile(device):
             return False
-        layers.set_fused_norm_act(model, True, layers.FUSE_MIN_ELEMENTS, strict=False)
+        layers.set_fused_norm_act(model, True, FUSE_MIN_ELEMENTS, strict=False)
         return True
     if setting:
         require_cpp_compiler("train.fuse_norm_act=true", device, "set train.fuse_norm_act=false")
@@ -113,14 +114,14 @@ def fuse_norm_act(model: nn.Module, setting: bool | str, device: torch.device, p
     return bool(setting)
 
 
-def first_step_compiles(config, fused: bool) -> str:
+def first_step_compiles(config, record, fused: bool) -> str:
     """What the first training step compiles ("" for nothing), for a notice before the bar stalls."""
     if config.train.compile:
         return "the model (train.compile = true)"
-    if fused and config.family == "vae":
+    if fused and record.fuses_norm_act:
         m = config.model
         # The largest BatchNorm + LeakyReLU pair is the final block's: hidden_dims[0] maps at full size.
-        if config.train.batch_size * m.hidden_dims[0] * m.image_size**2 >= layers.FUSE_MIN_ELEMENTS:
+        if config.train.batch_size * m.hidden_dims[0] * m.image_size**2 >= FUSE_MIN_ELEMENTS:
             return "BatchNorm+LeakyReLU kernels (train.fuse_norm_act; false skips it)"
     return ""
 

@@ -6,19 +6,16 @@ import torch
 from torch import Tensor
 
 from genlab.data import ImageData, vae_input
+from genlab.latents import beside_reconstructions
 from genlab.models.cgan import balanced_labels
+from genlab.train import Trainer
 from genlab.train.common import unwrap
-from genlab.train.vae import CHARTS, LOG_KEYS, health, make_optimizers, vae_step, validate  # noqa: F401
-
-CONDITIONAL = True  # batches are (images, labels)
+from genlab.train.vae import CHARTS, LOG_KEYS, make_optimizers, vae_step, validate
 
 
 def prepare(model, batch: tuple[Tensor, Tensor], binarize: bool) -> tuple[Tensor, Tensor]:
     images, labels = batch
     return vae_input(images, unwrap(model).config.decoder, binarize), labels
-
-
-step = vae_step  # the notes' update; its objective passes (images, labels) to the model
 
 
 @torch.no_grad()
@@ -27,8 +24,10 @@ def pictures(model, test: ImageData, noise: Tensor, device: torch.device, binari
     model.eval()
     samples = model.to_image(model.decode(noise.to(device), balanced_labels(len(noise), model.num_classes, device)))
     half = len(noise) // 2
-    x, labels = prepare(model, (test.images[:half].to(device), test.labels[:half].to(device)), binarize)
-    shown = x * 2 - 1 if model.config.decoder == "bernoulli" else x
-    pairs = torch.stack([shown, model.reconstruct(x, labels)], dim=1).flatten(0, 1)
+    pairs = beside_reconstructions(model, test.images[:half].to(device), binarize, test.labels[:half])
     model.train()
     return [samples, pairs]
+
+
+# The notes' update: its objective passes (images, labels) to the model.
+TRAINER = Trainer(vae_step, make_optimizers, prepare, validate, pictures, LOG_KEYS, CHARTS)

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from genlab.errors import GenlabError
-from genlab.models import kind
 
 
 @dataclass(frozen=True)
@@ -60,10 +59,10 @@ def cleanup(world: World) -> None:
         dist.destroy_process_group()
 
 
-def wrap(family: str, model: nn.Module, device: torch.device) -> nn.Module | SimpleNamespace:
-    """What the step function drives under DDP: the VAE, or G and D wrapped separately."""
+def wrap(kind: str, model: nn.Module, device: torch.device) -> nn.Module | SimpleNamespace:
+    """What the step function drives under DDP: a VAE, or a GAN's G and D wrapped separately."""
     ids = [device.index] if device.type == "cuda" else None
-    if kind(family) == "vae":
+    if kind == "vae":
         return DistributedDataParallel(model, device_ids=ids)
     return SimpleNamespace(
         generator=DistributedDataParallel(model.generator, device_ids=ids),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
@@ -11,6 +13,7 @@ from genlab.config import GANLossConfig, RunConfig
 from genlab.data import ImageData, to_float
 from genlab.losses import gan_d_loss, gan_g_loss, hinge_d_loss, hinge_g_loss
 from genlab.models.gan import GAN
+from genlab.train import Trainer
 from genlab.train.common import FP32, Precision, backward, update
 from genlab.train.common import step as optimizer_step
 
@@ -112,8 +115,6 @@ def _outputs(g_loss: Tensor, d_loss: Tensor, real_scores: Tensor, fake_scores: T
     }
 
 
-step = gan_step
-
 
 @torch.no_grad()
 def validate(model: GAN, test: ImageData, config: RunConfig, step: int, device: torch.device) -> dict[str, float]:
@@ -152,13 +153,19 @@ D_WINS = 0.01  # mean D(G(z)) below this: the discriminator rejects every fake
 D_WINS_WINDOWS = 10
 
 
-def health(means: dict[str, float], state: dict) -> str | None:
-    """A warning, once, when D has won for D_WINS_WINDOWS logging windows in a row (G gets no signal)."""
-    streak = state.get("d_wins", 0) + 1 if means.get("d_fake", 1.0) < D_WINS else 0
-    state["d_wins"] = streak
+def health(means: dict[str, float], memory: dict[str, Any], step: int) -> str | None:
+    """A warning, once, when D has won for D_WINS_WINDOWS logging windows in a row (G gets no signal).
+
+    memory is the run's health record, kept in its checkpoints: here the current streak.
+    """
+    streak = memory.get("d_wins", 0) + 1 if means.get("d_fake", 1.0) < D_WINS else 0
+    memory["d_wins"] = streak
     if streak == D_WINS_WINDOWS:
         return (
             f"D(G(z)) = {means['d_fake']:.2g} < {D_WINS} for {streak} logging windows at step "
-            f"{state['step']}; the discriminator wins completely and G learns little (lower D's lr or restart)"
+            f"{step}; the discriminator wins completely and G learns little (lower D's lr or restart)"
         )
     return None
+
+
+TRAINER = Trainer(gan_step, make_optimizers, prepare, validate, pictures, LOG_KEYS, CHARTS, health)

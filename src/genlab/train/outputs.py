@@ -1,4 +1,4 @@
-"""The run folder during training: metrics, TensorBoard events, checkpoints, pictures; and resuming from it."""
+"""The run folder during training: metrics, TensorBoard events, checkpoints, pictures."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from typing import Any
 import torch
 
 from genlab import checkpoint as ckpt
-from genlab.config import RunConfig, from_dict
+from genlab.config import RunConfig
 from genlab.data import ImageData, crop_to
 from genlab.errors import GenlabError
 from genlab.io import save_grid
-from genlab.train.distributed import World, require_same_world
-from genlab.traversal import dim_inactive, traverse
+from genlab.latents import dim_inactive, traverse
+from genlab.models import family
+from genlab.train import Trainer
 
 
 class RunFiles:
@@ -52,42 +53,17 @@ class RunFiles:
             self.writer.close()
 
 
-def restore(
-    run_dir: Path, config: RunConfig, model, optimizers, schedulers, device: torch.device, world: World
-) -> dict[str, Any]:
-    """Load the last checkpoint of run_dir into model/optimisers; cut metrics back to its step."""
-    path = ckpt.find_checkpoint(run_dir)
-    saved = from_dict(ckpt.load_config_json(path))
-    diff = ckpt.config_mismatch(config.to_dict()["model"], saved.to_dict()["model"])
-    if diff or saved.family != config.family:
-        raise ckpt.CheckpointError(f"{path}: checkpoint model does not match the config ({'; '.join(diff) or saved.family})")
-    ckpt.load_into(model, ckpt.load_weights(path), path)
-    state = ckpt.load_state(path)
-    require_same_world(state.get("world_size", 1), world)
-    for k, o in optimizers.items():
-        o.load_state_dict(state["optimizers"][k])
-    for k, s in schedulers.items():
-        s.load_state_dict(state["schedulers"][k])
-    torch.set_rng_state(state["rng"][world.rank])
-    gpu_states = state.get("cuda_rng") or []
-    if device.type == "cuda" and len(gpu_states) > world.rank and gpu_states[world.rank].numel():
-        torch.cuda.set_rng_state(gpu_states[world.rank], device)
-    state["window"] = {k: v.to(device) for k, v in state["window"].items()}
-    metrics = run_dir / "metrics.jsonl"
-    if world.main and metrics.exists():
-        kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= state["step"]]
-        metrics.write_text("".join(line + "\n" for line in kept))
-    return state
-
-
-def write_pictures(path: Path, family, model, test: ImageData, noise, device, config: RunConfig) -> None:
-    """One PNG: the family's grids side by side, at the data's own size (padding cropped off)."""
-    grids = [crop_to(g, test.original_size) for g in family.pictures(model, test, noise, device, config.data.binarize)]
+def write_pictures(path: Path, trainer: Trainer, model, test: ImageData, noise, device, config: RunConfig) -> None:
+    """One PNG: the trainer's grids side by side, at the data's own size (padding cropped off); for a VAE
+    also its traversal, which shows how each latent dimension is used (by KL)."""
+    grids = [crop_to(g, test.original_size) for g in trainer.pictures(model, test, noise, device, config.data.binarize)]
     nrow = math.isqrt(noise.shape[0])
     images = _side_by_side(grids, nrow) if len(grids) > 1 else grids[0]
     save_grid(path, images, nrow=nrow * len(grids))
-    if config.family == "vae":  # and how each latent dimension is used, by KL
-        t = traverse(model, "vae", test.images[:500], config.data.binarize)
+    record = family(config.family)
+    if record.kind == "vae":
+        labels = test.labels if record.conditional else None  # a conditional VAE: each seed image's class
+        t = traverse(model, "vae", test.images[:500], config.data.binarize, labels=labels)
         save_grid(path.with_name(f"traverse_{path.name}"), crop_to(dim_inactive(t), test.original_size), nrow=t.steps)
 
 

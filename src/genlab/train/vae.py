@@ -8,8 +8,10 @@ from torch.optim import Adam, Optimizer
 
 from genlab.config import RunConfig, VAELossConfig
 from genlab.data import ImageData, vae_input
+from genlab.latents import beside_reconstructions
 from genlab.losses import sigma_vae_loss, tc_decomposition, vae_loss
 from genlab.models.vae import VanillaVAE
+from genlab.train import Trainer
 from genlab.train.common import FP32, Precision, unwrap, update
 
 LOG_KEYS = ("loss", "recon", "kl", "elbo")
@@ -79,8 +81,6 @@ def vae_step(
     return {k: v.detach().float() for k, v in out.items()}
 
 
-step = vae_step
-
 
 @torch.no_grad()
 def validate(model: VanillaVAE, test: ImageData, config: RunConfig, step: int, device: torch.device) -> dict[str, float]:
@@ -117,14 +117,4 @@ def pictures(model: VanillaVAE, test: ImageData, noise: Tensor, device: torch.de
     return [samples, pairs]
 
 
-@torch.no_grad()
-def beside_reconstructions(model: VanillaVAE, images: Tensor, binarize: bool) -> Tensor:
-    """uint8 test images -> (2N, C, H, W) in [-1, 1]: original, reconstruction, original, ..."""
-    x = prepare(model, images, binarize)
-    shown = x * 2 - 1 if model.config.decoder == "bernoulli" else x
-    return torch.stack([shown, model.reconstruct(x)], dim=1).flatten(0, 1)
-
-
-def health(means: dict[str, float], state: dict) -> str | None:
-    """Nothing to watch beyond the non-finite check that the loop does for every family."""
-    return None
+TRAINER = Trainer(vae_step, make_optimizers, prepare, validate, pictures, LOG_KEYS, CHARTS)

@@ -10,8 +10,9 @@ from torch.optim import Optimizer
 from genlab.config import WGANLossConfig
 from genlab.data import ImageData, to_float
 from genlab.losses import gradient_penalty
+from genlab.train import Trainer
 from genlab.train.common import FP32, Precision, update
-from genlab.train.gan import make_optimizers, pictures, prepare  # noqa: F401 - the family's interface
+from genlab.train.gan import make_optimizers, pictures, prepare
 
 LOG_KEYS = ("d_loss", "g_loss", "gp", "w_estimate")
 CHARTS = {
@@ -48,8 +49,6 @@ def wgan_step(
     return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "gp": gp.detach(), "w_estimate": w.detach()}
 
 
-step = wgan_step
-
 
 @torch.no_grad()
 def validate(model, test: ImageData, config, step: int, device: torch.device) -> dict[str, float]:
@@ -67,5 +66,4 @@ def validate(model, test: ImageData, config, step: int, device: torch.device) ->
     return {"val_w_estimate": total / max(n, 1)}
 
 
-def health(means: dict[str, float], state: dict) -> str | None:
-    return None
+TRAINER = Trainer(wgan_step, make_optimizers, prepare, validate, pictures, LOG_KEYS, CHARTS)

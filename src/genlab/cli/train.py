@@ -1,0 +1,121 @@
+"""genlab train, genlab sweep."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from genlab.errors import ConfigError, GenlabError
+
+TRAIN_FLAGS = {  # flag dest -> config key
+    "data": "data.dataset",
+    "epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "time_budget": "train.time_budget",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "seed": "train.seed",
+    "device": "train.device",
+}
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """--set section.key=value items as {"section.key": value}, the value read as TOML."""
+    from genlab.configfile import parse_value
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            raise ConfigError(f"--set {item!r}: write it as section.key=value, e.g. --set model.latent_dim=32")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from genlab.configfile import load_config
+    from genlab.train.loop import train
+    from genlab.train.resume import resumed_config
+
+    overrides = {key: getattr(args, dest) for dest, key in TRAIN_FLAGS.items() if getattr(args, dest) is not None}
+    overrides.update(parse_set(args.set))
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.out and Path(args.out).resolve() != run_dir.resolve():
+            raise GenlabError(f"--out {args.out} is not the resumed run {run_dir}; a resumed run stays in its folder: drop --out")
+        config = resumed_config(run_dir, args.family, args.config, overrides)
+    else:
+        config = load_config(args.family, args.config, overrides)
+        run_dir = Path(args.out or f"runs/{args.family}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if (run_dir / "checkpoints").exists():
+            raise GenlabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    started = time.monotonic()
+    result = train(config, run_dir, resume=bool(args.resume), quiet=args.quiet)
+    wall = time.monotonic() - started
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return 130 if result.reason == "interrupted" else 0
+    if config.train.report:
+        from genlab.report import write_run_report
+
+        write_run_report(run_dir)
+    figures = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items() if k != "images_per_s")
+    figures = figures or f"nothing logged yet (train.log_every={config.train.log_every})"
+    print(f"genlab: {config.family} stopped ({result.reason}) at step {result.step}, "
+          f"epoch {result.epoch} after {wall:.0f}s; {figures}")  # fmt: skip
+    print(f"genlab: run folder {run_dir}  samples {run_dir / 'samples'}")
+    return 130 if result.reason == "interrupted" else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from genlab.sweep import parse_values, run_sweep
+
+    key, values = parse_values(args.values)
+    if args.seeds < 1:
+        raise GenlabError(f"--seeds must be >= 1, got {args.seeds}")
+    overrides = parse_set(args.set)
+    if args.data:
+        overrides["data.dataset"] = args.data
+    out = Path(args.out or f"runs/sweep-{key}-{time.strftime('%Y%m%d-%H%M%S')}")
+    summary = run_sweep(args.family, key, values, list(range(args.seeds)), out, args.config, overrides, args.time_budget)
+    for row in summary["by_value"]:
+        names = [n for n in ("neg_elbo", "recon", "mig", "factor_vae_score") if n in row]
+        figures = ", ".join(f"{n} {row[n]:.3f} ± {row[n + '_std']:.3f}" for n in names)
+        print(f"{key}={row['value']}: {figures}")
+    print(f"genlab: wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    from genlab.models import FAMILIES
+
+    p = sub.add_parser("train", help="train a model family on a data set")
+    p.add_argument("family", choices=list(FAMILIES))
+    p.add_argument("--config", help="TOML or YAML file with [model] [loss] [train] [data] sections")
+    p.add_argument("--data", help="built-in data set (fashion-mnist, mnist) or a folder of images or IDX files")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-steps", type=int, help="stop at this step of the whole run (resumes included)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop cleanly, checkpointed, after this long")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--out", help="run folder (default runs/FAMILY-DATE-TIME)")
+    p.add_argument("--resume", metavar="RUN", help="continue this run folder where it stopped")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="any config key")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    vaes = [name for name, record in FAMILIES.items() if record.kind == "vae" and not record.conditional]
+    p = sub.add_parser("sweep", help="train one config key over several values and seeds; quality vs disentanglement")
+    p.add_argument("family", choices=vaes)
+    p.add_argument("--values", required=True, metavar="SECTION.KEY=V1,V2,...", help="e.g. loss.beta=1,2,4,8,16")
+    p.add_argument("--config", help="TOML or YAML config every run starts from")
+    p.add_argument("--data", help="data set (shapes, dsprites, fashion-mnist, ...); factor metrics need shapes or dsprites")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="training time of each run")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for every value")
+    p.add_argument("--out", help="sweep folder (default runs/sweep-KEY-DATE); an interrupted sweep continues in it")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="any config key, for every run")
+    p.set_defaults(func=cmd_sweep)

@@ -1,0 +1,1 @@
+"""CPU fast paths behind models/layers.py, each tested against the plain layer it replaces."""

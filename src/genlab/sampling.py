@@ -1,0 +1,56 @@
+"""Drawing samples from a trained model, in chunks, from a seeded generator; and the classes to ask for."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from genlab.errors import GenlabError
+
+
+@torch.no_grad()
+def draw(model: nn.Module, n: int, generator: torch.Generator, labels: Tensor | None = None, chunk: int = 500) -> Tensor:
+    """n samples in [-1, 1] on the CPU, chunk at a time (memory stays bounded for any n).
+
+    labels: the class of each sample for a conditional model; None lets the model choose (every class
+    in turn, within each chunk).
+    """
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, n, chunk):
+        kw = {} if labels is None else {"labels": labels[i : i + chunk].to(device)}
+        out.append(model.sample(min(chunk, n - i), generator=generator, **kw).cpu())
+    return torch.cat(out)
+
+
+def generate(model: nn.Module, n: int, seed: int, batch_size: int = 500) -> Tensor:
+    """n samples in [-1, 1] from a fixed generator: the same run and seed give the same images."""
+    device = next(model.parameters()).device
+    model.eval()
+    return draw(model, n, torch.Generator(device).manual_seed(seed), chunk=batch_size)
+
+
+def generated_labels(model: nn.Module, n: int, batch_size: int = 500) -> Tensor | None:
+    """The classes generate() asked a conditional model for (each chunk's classes in turn); None otherwise."""
+    classes = getattr(model.config, "num_classes", None)
+    if classes is None:
+        return None
+    return torch.cat([torch.arange(min(batch_size, n - i)) % classes for i in range(0, n, batch_size)])
+
+
+def class_labels(wanted: str | None, name: str, num_classes: int | None, n: int) -> tuple[Tensor | None, int | None]:
+    """(the class of each of n samples, the grid's row length) for `--class K` or `--class all`."""
+    if wanted is None:
+        return None, None
+    if num_classes is None:
+        raise GenlabError(f"--class needs a class-conditional run (cgan, cvae); this is a {name} run: drop --class")
+    if wanted == "all":
+        per_class = max(1, n // num_classes)
+        if n % num_classes:
+            raise GenlabError(
+                f"--class all draws a row per class: make --n a multiple of {num_classes} (e.g. {num_classes * per_class})"
+            )
+        return torch.arange(num_classes).repeat_interleave(per_class), per_class
+    if not (wanted.isascii() and wanted.isdigit()) or int(wanted) >= num_classes:
+        raise GenlabError(f"--class must be a class in 0..{num_classes - 1} or 'all', got {wanted}")
+    return torch.full((n,), int(wanted)), None
