@@ -1,19 +1,25 @@
-"""The notes' models and their fixes, trained under one wall budget on Fashion-MNIST and scored alike.
+"""The notes' models and their fixes on Fashion-MNIST at equal epochs, scored alike, with FD against CPU-seconds.
 
-Usage: python scripts/zoo.py [--budget 150] [--seeds 0,1,2] [--parallel 2] [--models gan,dcgan,...] [--out runs/zoo]
+Usage: python scripts/zoo.py [--epochs 5] [--seeds 0,1,2] [--parallel 2] [--models gan,vae,...] [--out runs/zoo]
 
-Every model trains for --budget seconds of wall time from its shipped config (seed by seed), then
-`genlab eval --n 10000` scores it in the shipped classifier's features. With --parallel 2 on a
-2-core machine two runs go at once, each on one core (OMP_NUM_THREADS=1), so every model gets
-the same compute. Writes OUT/<model>-s<seed>.json, OUT/table.md and OUT/zoo.png (a row of samples
-per model). Runs already scored are skipped, so an interrupted call continues.
+Every model trains its shipped config for --epochs epochs of batch 64 (WGAN-GP twice: at equal epochs,
+and at equal generator updates, n_critic times the critic steps), each run alone on one core
+(OMP_NUM_THREADS=1, --parallel runs at once on as many cores, nothing else on the machine). Each run
+keeps snapshots at 30, 60, 120, 240 and 480 CPU-seconds of its training (`train.snapshots`); the final
+weights and every snapshot are scored by `genlab eval --n 10000` in the shipped classifier's features,
+GANs with their raw and their exponential-moving-average generator. The 2-Stage rows fit the second
+stage on the vae and sigma-vae runs, its CPU-seconds added to the row's. Writes OUT/<row>-s<seed>*.json,
+OUT/table.md, OUT/curves.png (FD against CPU-seconds) and OUT/zoo.png (a row of samples per model).
+Scored runs are skipped, so an interrupted call continues.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -21,137 +27,259 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
-GENLAB = [sys.executable, "-m", "genlab"]
-MODELS = {  # name: (family, config, what it is)
-    "gan": ("gan", "gan_fashion.toml", "the notes' MLP GAN"),
-    "vae": ("vae", "vae_fashion.toml", "the notes' VAE (fixed-variance Gaussian decoder)"),
-    "sigma-vae": ("vae", "sigma_vae_fashion.toml", "σ-VAE: the notes' VAE with a calibrated decoder"),
-    "dcgan": ("dcgan", "dcgan_fashion.toml", "DCGAN"),
-    "sngan": ("sngan", "sngan_fashion.toml", "SNGAN (spectral norm, hinge)"),
-    "wgan-gp": ("wgan-gp", "wgan_gp_fashion.toml", "WGAN-GP"),
-    "cgan": ("cgan", "cgan_fashion.toml", "class-conditional GAN (projection D)"),
-    "cvae": ("cvae", "cvae_fashion.toml", "class-conditional VAE"),
-    # Not trained under the budget: a second stage fitted afterwards on each `vae` run's codes.
-    "vae+2stage": ("vae", None, "the notes' VAE sampled through a 2-Stage VAE second stage"),
+GENLAB = [sys.executable, "-m", "genlab.cli"]
+SNAPSHOTS = (30, 60, 120, 240, 480)
+STEPS_PER_EPOCH = 60_000 // 64
+# row: (family, config, extra --set values, what it is)
+ROWS = {
+    "gan": ("gan", "gan_fashion.toml", [], "the notes' MLP GAN"),
+    "vae": ("vae", "vae_fashion.toml", [], "the notes' VAE (fixed-variance Gaussian decoder)"),
+    "sigma-vae": ("vae", "sigma_vae_fashion.toml", [], "σ-VAE: the notes' VAE with a calibrated decoder"),
+    "dcgan": ("dcgan", "dcgan_fashion.toml", [], "DCGAN (D first, real and fake batches apart)"),
+    "sngan": ("sngan", "sngan_fashion.toml", [], "SNGAN (the standard CNN D, spectral norm, hinge)"),
+    "wgan-gp": ("wgan-gp", "wgan_gp_fashion.toml", [], "WGAN-GP at equal epochs (1/5 the G updates)"),
+    "wgan-gp-g": ("wgan-gp", "wgan_gp_fashion.toml", ["n_critic"], "WGAN-GP at equal G updates"),
+    "cgan": ("cgan", "cgan_fashion.toml", [], "class-conditional GAN (CBN in G, projection D)"),
+    "cvae": ("cvae", "cvae_fashion.toml", [], "class-conditional VAE (learned p(z|y), label in every block)"),
+    "vae+2stage": ("vae", None, ["vae"], "the notes' VAE + a 2-Stage second stage"),
+    "sigma-vae+2stage": ("vae", None, ["sigma-vae"], "σ-VAE + a 2-Stage second stage (Dai & Wipf)"),
 }
-STAGE2_EPOCHS = 5
+STAGE2_EPOCHS = 30
+EMA_DECAY = 0.999
 
 
-def train_and_score(name: str, seed: int, budget: float, out: Path) -> None:
-    score = out / f"{name}-s{seed}.json"
-    if score.exists():
+def run(cmd: list[str], log: Path) -> float:
+    """Run a genlab command alone on one core; its CPU-seconds (user + system, children included)."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        subprocess.run(cmd, check=True, env=env, stdout=f, stderr=subprocess.STDOUT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # threads of this script share it: see cpu_s in status.json
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def has_ema(target: Path) -> bool:
+    """Whether a run (or snapshot) folder's newest checkpoint holds an EMA generator."""
+    latest = target / "checkpoints" / "latest"
+    return latest.exists() and (target / "checkpoints" / latest.read_text().strip() / "ema.safetensors").exists()
+
+
+def evaluate(target: Path, out: Path, log: Path, stage2: bool = False, light: bool = False) -> None:
+    """genlab eval of a run or snapshot folder into out, and of its EMA generator (if any) into out-ema."""
+    for weights in ("raw", "ema") if has_ema(target) else ("raw",):
+        path = out if weights == "raw" else out.with_name(out.stem + "-ema.json")
+        if path.exists():
+            continue
+        cmd = [*GENLAB, "eval", str(target), "--n", "10000", "--json", str(path), "--weights", weights]
+        cmd += ["--nll-n", "100", "--k", "10"] if light else ["--nll-n", "200", "--k", "100"]
+        run(cmd + (["--stage2"] if stage2 else []), log)
+
+
+def train_and_score(name: str, seed: int, epochs: int, out: Path) -> None:
+    family, config, extra, _ = ROWS[name]
+    runs, log = out / "runs", out / "logs" / f"{name}-s{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    if config is None:  # a second stage on the first stage of this seed, once that is scored
+        first = runs / f"{extra[0]}-s{seed}"
+        while not (out / f"{extra[0]}-s{seed}.json").exists():
+            time.sleep(10)
+        info = first / "stage2" / "stage2.json"
+        if not info.exists():
+            run([*GENLAB, "stage2", str(first), "--epochs", str(STAGE2_EPOCHS), "--seed", str(seed)], log)
+        evaluate(first, out / f"{name}-s{seed}.json", log, stage2=True)
         return
-    family, config, _ = MODELS[name]
-    run = out / "runs" / f"{name}-s{seed}"
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    if config is None:  # the 2-Stage VAE: on top of the vae run of this seed, once that is scored
-        first = out / "runs" / f"vae-s{seed}"
-        while not (out / f"vae-s{seed}.json").exists():
-            time.sleep(5)
-        subprocess.run(
-            [*GENLAB, "stage2", str(first), "--epochs", str(STAGE2_EPOCHS)], check=True, env=env, stdout=subprocess.DEVNULL
-        )
-        evaluate = [*GENLAB, "eval", str(first), "--stage2", "--n", "10000", "--nll-n", "200", "--k", "100", "--json", str(score)]
-        subprocess.run(evaluate, check=True, env=env, stdout=subprocess.DEVNULL)
-        return
-    train = [*GENLAB, "train", family, "--config", str(ROOT / "configs" / config), "--seed", str(seed)]
-    train += ["--time-budget", str(budget), "--epochs", "1000", "--out", str(run), "--quiet"]
-    if (run / "config.json").exists():
-        train = [*GENLAB, "train", family, "--resume", str(run), "--time-budget", str(budget), "--quiet"]
-    subprocess.run(train, check=True, env=env, stdout=subprocess.DEVNULL)
-    evaluate = [*GENLAB, "eval", str(run), "--n", "10000", "--nll-n", "200", "--k", "100", "--json", str(score)]
-    subprocess.run(evaluate, check=True, env=env, stdout=subprocess.DEVNULL)
-
-
-def model_facts(name: str, run: Path) -> dict[str, float]:
-    """Parameters, sampling FLOPs per image, steps and mean training images/s of one run."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from genlab.runs import load_run
-
-    config, model, state = load_run(str(run), "cpu")
-    if MODELS[name][1] is None:
-        from genlab.runs import load_stage2
-
-        model = load_stage2(run, config, model)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.sample(1)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    speeds = [r["images_per_s"] for r in rows if "images_per_s" in r][1:]  # the first window holds start-up
-    return {
-        "params": sum(p.numel() for p in model.parameters()),
-        "sample_mflops": counter.get_total_flops() / 1e6,
-        "steps": state["step"],
-        "images_per_s": statistics.mean(speeds) if speeds else float("nan"),
-    }
+    folder = runs / f"{name}-s{seed}"
+    steps = epochs * STEPS_PER_EPOCH * (5 if "n_critic" in extra else 1)
+    if not (folder / "status.json").exists():
+        cmd = [*GENLAB, "train", family, "--config", str(ROOT / "configs" / config), "--seed", str(seed), "--quiet"]
+        cmd += ["--epochs", str(math.ceil(steps / STEPS_PER_EPOCH)), "--max-steps", str(steps)]
+        cmd += ["--set", f"train.snapshots={list(SNAPSHOTS)}", "--set", "train.report=false"]
+        if family not in ("vae", "cvae"):  # GANs: keep an EMA of G's weights beside the raw G (both scored)
+            cmd += ["--set", f"train.ema={EMA_DECAY}"]
+        if (folder / "config.json").exists():
+            cmd = [*GENLAB, "train", family, "--resume", str(folder), "--max-steps", str(steps), "--quiet"]
+        else:
+            cmd += ["--out", str(folder)]
+        run(cmd, log)
+    evaluate(folder, out / f"{name}-s{seed}.json", log)
+    for snap in sorted((folder / "snapshots").glob("cpu-*")):
+        evaluate(snap, out / f"{name}-s{seed}-{snap.name}.json", log, light=True)
 
 
 def mean_std(values: list[float], digits: int) -> str:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return "–"
     if len(values) < 2:
-        return f"{values[0]:.{digits}f}" if values else "–"
+        return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def table(out: Path, names: list[str], seeds: list[int], budget: float) -> str:
-    lines = [
-        f"Fashion-MNIST, {budget:.0f} s of training per run on one CPU core, seeds {', '.join(map(str, seeds))}; "
-        "`genlab eval --n 10000` against the first 10,000 test images in genlab's classifier features.",
-        "",
-        "| model | FD ↓ | precision | recall | density | coverage | IS-style | class accuracy | steps | train img/s "
-        "| parameters | MFLOP/sample |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def run_facts(out: Path, name: str, seed: int) -> dict[str, float]:
+    """Steps, CPU-seconds, training images/s and parameters of one row's run (both stages for 2-Stage rows)."""
+    family, config, extra, _ = ROWS[name]
+    folder = out / "runs" / (f"{extra[0]}-s{seed}" if config is None else f"{name}-s{seed}")
+    status = json.loads((folder / "status.json").read_text())
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    speeds = [r["images_per_s"] for r in rows if "images_per_s" in r][1:]  # the first window holds start-up
+    weights = folder / "checkpoints" / (folder / "checkpoints" / "latest").read_text().strip() / "model.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys() if "running" not in k and "num_batches" not in k)
+    cpu = status.get("cpu_s", status.get("wall_s"))
+    if config is None:
+        info = json.loads((folder / "stage2" / "stage2.json").read_text())
+        cpu += info.get("cpu_s", info["seconds"])
+        params += info.get("params", 0)
+    return {"steps": status["steps"], "cpu_s": cpu, "images_per_s": statistics.mean(speeds) if speeds else float("nan"),
+            "params": params}  # fmt: skip
+
+
+def uniform_distance(hist: list[float]) -> float:
+    """Total-variation distance of a class histogram from uniform: 0 for every class alike, 0.9 for one class."""
+    return 0.5 * sum(abs(h - 1 / len(hist)) for h in hist)
+
+
+def pooled_sd(a: list[float], b: list[float]) -> float:
+    va = statistics.variance(a) if len(a) > 1 else 0.0
+    vb = statistics.variance(b) if len(b) > 1 else 0.0
+    return math.sqrt((va + vb) / 2)
+
+
+def scores(out: Path, name: str, seeds: list[int], suffix: str = "") -> list[dict]:
+    paths = [out / f"{name}-s{s}{suffix}.json" for s in seeds]
+    return [json.loads(p.read_text()) for p in paths if p.exists()]
+
+
+def ranking(fds: dict[str, list[float]]) -> dict[str, str]:
+    """1 + the number of models clearly better (mean FD lower by 2 pooled seed sd or more); '=' marks a
+    model tied (a gap under 2 pooled sd) with at least one other."""
+    mean = {n: statistics.mean(v) for n, v in fds.items()}
+
+    def clear(a: str, b: str) -> bool:
+        return abs(mean[a] - mean[b]) >= 2 * pooled_sd(fds[a], fds[b])
+
+    ranks = {}
+    for name in fds:
+        better = sum(1 for other in fds if other != name and mean[other] < mean[name] and clear(other, name))
+        tied = any(other != name and not clear(other, name) for other in fds)
+        ranks[name] = f"{better + 1}{'=' if tied else ''}"
+    return ranks
+
+
+def table(out: Path, names: list[str], seeds: list[int], epochs: int, machine: str) -> str:
+    rows, fds = [], {}
     for name in names:
-        found = [(s, out / f"{name}-s{s}.json") for s in seeds if (out / f"{name}-s{s}.json").exists()]
+        found = scores(out, name, seeds)
         if not found:
             continue
-        q = [json.loads(p.read_text())["sample_quality"] for _, p in found]
-        runs = [out / "runs" / f"{'vae' if MODELS[name][1] is None else name}-s{s}" for s, _ in found]
-        facts = [model_facts(name, run) for run in runs]
-
-        def col(key: str, d: int, q: list[dict] = q) -> str:
-            return mean_std([x[key] for x in q], d)
-
-        accuracy = col("conditional_accuracy", 3) if "conditional_accuracy" in q[0] else "–"
+        q = [r["sample_quality"] for r in found]
+        fds[name] = [x["fd"] for x in q]
+        facts = [run_facts(out, name, s) for s in seeds if (out / f"{name}-s{s}.json").exists()]
+        ema = [r["sample_quality"]["fd"] for r in scores(out, name, seeds, "-ema")]
+        rows.append((name, q, facts, ema))
+    ranks = ranking(fds) if fds else {}
+    lines = [
+        f"Fashion-MNIST, {epochs} epochs of batch 64 per run (WGAN-GP also at equal G updates), seeds "
+        f"{', '.join(map(str, seeds))}, each run alone on one core of {machine}; `genlab eval --n 10000` against the first "
+        "10,000 test images in genlab's classifier features. Rank: by mean FD, '=' where the gap is under 2 pooled seed sd.",
+        "",
+        "| rank | model | FD ↓ (raw G) | FD, EMA G | precision | recall | density | coverage | class hist. to uniform (TV) "
+        "| largest class | conditional accuracy | steps | CPU-s | train img/s | parameters |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, q, facts, ema in rows:
+        col = lambda key, d, q=q: mean_std([x.get(key) for x in q], d)  # noqa: E731
+        tv = mean_std([uniform_distance(x["class_hist"]) for x in q], 3)
+        top = mean_std([max(x["class_hist"]) for x in q], 3)
+        acc = col("conditional_accuracy", 3) if "conditional_accuracy" in q[0] else "–"
         lines.append(
-            f"| {name}: {MODELS[name][2]} | {col('fd', 1)} | {col('precision', 3)} | {col('recall', 3)} | {col('density', 3)} "
-            f"| {col('coverage', 3)} | {col('is_mean', 2)} "
-            f"| {accuracy} | {mean_std([f['steps'] for f in facts], 0)} "
-            f"| {mean_std([f['images_per_s'] for f in facts], 0)} | {facts[0]['params']:,} | {facts[0]['sample_mflops']:.2f} |"
+            f"| {ranks.get(name, '')} | {name}: {ROWS[name][3]} | {col('fd', 1)} | {mean_std(ema, 1)} | {col('precision', 3)} "
+            f"| {col('recall', 3)} | {col('density', 3)} | {col('coverage', 3)} | {tv} | {top} | {acc} "
+            f"| {mean_std([f['steps'] for f in facts], 0)} | {mean_std([f['cpu_s'] for f in facts], 0)} "
+            f"| {mean_std([f['images_per_s'] for f in facts], 0)} | {facts[0]['params']:,} |"
         )
+    calib = out / "calibrate.json"
+    if calib.exists():
+        for label, r in json.loads(calib.read_text())["rows"].items():
+            lines.append(f"| | *{label}* | {r['fd']:.1f} | | {r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} "
+                         f"| {r['coverage']:.3f} | | | | | | | |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
+def curves(out: Path, names: list[str], seeds: list[int]) -> Path:
+    """FD against CPU-seconds of training: each model's snapshots (mean ± sd over seeds) and its final point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name in names:
+        points: dict[float, list[float]] = {}
+        for seed in seeds:
+            for path in sorted(out.glob(f"{name}-s{seed}-cpu-*.json")):
+                if path.stem.endswith("-ema"):
+                    continue
+                at = float(path.stem.rsplit("cpu-", 1)[1].rstrip("s"))
+                points.setdefault(at, []).append(json.loads(path.read_text())["sample_quality"]["fd"])
+            final = out / f"{name}-s{seed}.json"
+            if final.exists():
+                facts = run_facts(out, name, seed)
+                points.setdefault(round(facts["cpu_s"], -1), []).append(json.loads(final.read_text())["sample_quality"]["fd"])
+        if not points:
+            continue
+        xs = sorted(points)
+        means = [statistics.mean(points[x]) for x in xs]
+        sds = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0 for x in xs]
+        style = dict(marker="s", ls="none") if ROWS[name][1] is None else dict(marker="o")
+        ax.errorbar(xs, means, yerr=sds, capsize=2, label=name, **style)
+    calib = out / "calibrate.json"
+    if calib.exists():
+        gauss = json.loads(calib.read_text())["rows"].get("Gaussian fit to pixels")
+        if gauss:
+            ax.axhline(gauss["fd"], color="grey", ls=":", label="Gaussian fit to pixels")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("CPU-seconds of training (one core)")
+    ax.set_ylabel("FD in genlab's classifier features (lower: better)")
+    ax.set_title(f"FD against training cost, mean ± sd over {len(seeds)} seeds", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def picture(out: Path, names: list[str], seed: int, per_row: int = 12) -> Path:
-    """One row of samples per model (the seed's run, fixed noise), labelled."""
+    """One row of samples per model (the seed's run, the eval's generator seed), labelled."""
     from PIL import Image, ImageDraw
 
     from genlab.io import make_grid
-    from genlab.runs import load_run
+    from genlab.runs import load_run, load_stage2
     from genlab.sampling import generate
 
     rows, labels = [], []
     for name in names:
-        run = out / "runs" / f"{'vae' if MODELS[name][1] is None else name}-s{seed}"
+        family, config, extra, _ = ROWS[name]
+        folder = out / "runs" / (f"{extra[0]}-s{seed}" if config is None else f"{name}-s{seed}")
         if not (out / f"{name}-s{seed}.json").exists():
             continue
-        config, model, _ = load_run(str(run), "cpu")
-        if MODELS[name][1] is None:
-            from genlab.runs import load_stage2
-
-            model = load_stage2(run, config, model)
+        config_, model, _ = load_run(str(folder), "cpu")
+        if config is None:
+            model = load_stage2(folder, config_, model)
         images = generate(model, per_row, seed=0)
-        size = 28  # Fashion-MNIST's own size: the VAEs' 32x32 padding is cropped off
-        top = (images.shape[-1] - size) // 2
-        rows.append(make_grid(images[..., top : top + size, top : top + size], nrow=per_row))
+        top = (images.shape[-1] - 28) // 2  # Fashion-MNIST's own size: the VAEs' 32x32 padding is cropped off
+        rows.append(make_grid(images[..., top : top + 28, top : top + 28], nrow=per_row))
         labels.append(name)
-    scale, label_w = 3, 110
-    height = sum(r.shape[0] for r in rows) * scale
-    canvas = Image.new("L", (label_w + rows[0].shape[1] * scale, height), 255)
+    scale, label_w = 3, 130
+    canvas = Image.new("L", (label_w + rows[0].shape[1] * scale, sum(r.shape[0] for r in rows) * scale), 255)
     draw, y = ImageDraw.Draw(canvas), 0
     for grid, label in zip(rows, labels):
         img = Image.fromarray(grid[..., 0]).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
@@ -165,25 +293,31 @@ def picture(out: Path, names: list[str], seed: int, per_row: int = 12) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--budget", type=float, default=150.0, help="training seconds per run")
+    p.add_argument("--epochs", type=int, default=5, help="epochs of batch 64 per run")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--parallel", type=int, default=2, help="runs at once (each on one core)")
+    p.add_argument("--models", default=",".join(ROWS))
+    p.add_argument("--parallel", type=int, default=2, help="runs at once, each on one core")
     p.add_argument("--out", type=Path, default=Path("runs/zoo"))
+    p.add_argument("--report-only", action="store_true", help="write the table and figures from what is scored")
     args = p.parse_args()
     names, seeds = args.models.split(","), [int(s) for s in args.seeds.split(",")]
-    unknown = [n for n in names if n not in MODELS]
+    unknown = [n for n in names if n not in ROWS]
     if unknown:
-        sys.exit(f"zoo: unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+        sys.exit(f"zoo: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = [(n, s) for s in seeds for n in names if MODELS[n][1]] + [(n, s) for s in seeds for n in names if not MODELS[n][1]]
-    with ThreadPoolExecutor(args.parallel) as pool:
-        for (n, s), _ in zip(jobs, pool.map(lambda job: train_and_score(*job, args.budget, args.out), jobs)):
-            print(f"zoo: {n} seed {s} scored", flush=True)
-    text = table(args.out, names, seeds, args.budget)
+    if not args.report_only:
+        if not (args.out / "calibrate.json").exists():
+            run([*GENLAB, "calibrate", "--n", "10000", "--json", str(args.out / "calibrate.json")], args.out / "calibrate.log")
+        # Second stages last: each waits for its first stage's score.
+        jobs = [(n, s) for s in seeds for n in names if ROWS[n][1]] + [(n, s) for s in seeds for n in names if not ROWS[n][1]]
+        with ThreadPoolExecutor(args.parallel) as pool:
+            for (n, s), _ in zip(jobs, pool.map(lambda job: train_and_score(*job, args.epochs, args.out), jobs)):
+                print(f"zoo: {n} seed {s} scored", flush=True)
+    machine = subprocess.run([*GENLAB, "--version"], capture_output=True, text=True).stdout.strip().split("device ", 1)[-1]
+    text = table(args.out, names, seeds, args.epochs, machine)
     (args.out / "table.md").write_text(text)
     print(text)
-    print(f"zoo: wrote {picture(args.out, names, seeds[0])}")
+    print(f"zoo: wrote {curves(args.out, names, seeds)} and {picture(args.out, names, seeds[0])}")
 
 
 if __name__ == "__main__":

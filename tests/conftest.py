@@ -33,8 +33,10 @@ TINY: dict[str, dict[str, Any]] = {
     "wgan-gp": {"model.width": 4, "model.latent_dim": 8},
     "cgan": {"model.width": 4, "model.latent_dim": 8},
     "cvae": {"model.hidden_dims": [8, 16], "model.latent_dim": 4},
+    "factorvae": {"model.arch": "notes", "model.decoder": "gaussian", "model.hidden_dims": [8, 16], "model.latent_dim": 4,
+                  "model.d_hidden": 16, "model.d_layers": 2},
 }
-NEW = ["dcgan", "sngan", "wgan-gp", "cgan", "cvae"]  # the families beyond the notes
+NEW = ["dcgan", "sngan", "wgan-gp", "cgan", "cvae", "factorvae"]  # the families beyond the notes
 LOSS_KEYS = {"vae": ("loss", "recon", "kl", "elbo", "val_loss"), "gan": ("g_loss", "d_loss", "d_real", "d_fake", "val_d_acc")}
 
 
@@ -68,7 +70,7 @@ def small_config(family: str, size: int = 28, channels: int = 1, **extra):
 def train_args(family: str, data: Path, out: Path, *extra: str) -> list[str]:
     """`genlab train FAMILY` of TINY settings on data into out, batch 16, quiet."""
     common = ["--batch-size", "16", "--quiet", "--set", "train.log_every=3", "--set", "train.num_samples=16"]
-    validation = ["--set", "train.val_batches=2"] if family in ("vae", "cvae") else []
+    validation = ["--set", "train.val_batches=2"] if family in ("vae", "cvae", "factorvae") else []
     return ["train", family, "--data", str(data), "--out", str(out), *common, *tiny_sets(family), *validation, *extra]
 
 

@@ -8,6 +8,8 @@ Layout of a run folder's checkpoints/:
 
 A folder is complete before `latest` is switched to it (temp file, fsync, rename), so a crash at
 any moment leaves `latest` naming a loadable checkpoint. State is read with weights_only=True.
+A checkpoint damaged later (a disk error, a copy cut short) is passed over for the older one kept
+beside it (load_newest). The weights' safetensors metadata binds them to their config (train/resume.py).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -29,6 +33,11 @@ from genlab.errors import CheckpointError
 from genlab.io import atomic_write, atomic_write_bytes, fsync_dir
 
 KEEP = 2  # complete checkpoints kept; older ones are deleted after `latest` moves on
+T = TypeVar("T")
+
+
+class DamagedCheckpoint(CheckpointError):
+    """A checkpoint file that cannot be read: cut short, overwritten or missing."""
 
 
 def _fsync_file(path: Path) -> None:
@@ -36,8 +45,16 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_checkpoint(run_dir: str | Path, model: nn.Module, config: dict[str, Any], state: dict[str, Any]) -> Path:
-    """Write one checkpoint of model + config + state under run_dir/checkpoints; return its folder."""
+def save_checkpoint(
+    run_dir: str | Path,
+    model: nn.Module,
+    config: dict[str, Any],
+    state: dict[str, Any],
+    metadata: dict[str, str] | None = None,
+    extra: dict[str, nn.Module] | None = None,
+) -> Path:
+    """Write one checkpoint of model + config + state under run_dir/checkpoints, metadata into the weights'
+    header, and each extra module (e.g. an EMA) as NAME.safetensors beside; return its folder."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{state['step']:08d}-{time.time_ns()}"
@@ -45,7 +62,10 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, config: dict[str, Any
     tmp.mkdir()
     try:
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt", **(metadata or {})})
+        for file, module in (extra or {}).items():
+            tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            save_file(tensors, str(tmp / file), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         torch.save(state, tmp / "state.pt")
         for f in tmp.iterdir():
@@ -64,41 +84,102 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, config: dict[str, Any
 
 def _prune(root: Path, keep: str) -> None:
     complete = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("ckpt-"))
-    for old in complete[:-KEEP]:
-        if old.name != keep:
-            shutil.rmtree(old, ignore_errors=True)
+    # A name after the one just written is a step the run went back from: a resume that passed over a
+    # damaged checkpoint continues from the older one, and the damaged one would otherwise stay "newest".
+    left = [p for p in complete if p.name > keep]
+    for old in [*left, *[p for p in complete if p.name <= keep][:-KEEP]]:
+        shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".ckpt-*.tmp"):  # left by a crash mid-write
         shutil.rmtree(stale, ignore_errors=True)
 
 
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder from a run folder, its checkpoints/ folder, or the checkpoint folder itself."""
+    return checkpoint_folders(path)[0]
+
+
+def checkpoint_folders(path: str | Path) -> list[Path]:
+    """The complete checkpoints of a run folder (or its checkpoints/ folder): the one `latest` names, then
+    the others, newest first. A checkpoint folder given itself is the only one."""
     path = Path(path)
     if (path / "model.safetensors").is_file():
-        return path
+        return [path]
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    latest = root / "latest"
-    if latest.is_file():
-        ckpt = root / latest.read_text().strip()
-        if (ckpt / "model.safetensors").is_file():
-            return ckpt
+    named = _named_by_latest(root)
+    kept = sorted((p for p in root.glob("ckpt-*") if p.is_dir() and not p.is_symlink()), reverse=True) if root.is_dir() else []
+    found = [p for p in dict.fromkeys([*named, *kept]) if (p / "model.safetensors").is_file()]
+    if found:
+        return found
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; pass a run folder made by `genlab train`")
     raise CheckpointError(f"{path} holds no complete checkpoint; train it first (or pass the right run folder)")
 
 
+def _named_by_latest(root: Path) -> list[Path]:
+    """The folder `latest` names, refused unless it lies in root itself: a run folder from elsewhere must
+    not make genlab read (or, resuming, prune beside) files outside it."""
+    latest = root / "latest"
+    try:
+        name = latest.read_text().strip()
+    except (OSError, ValueError):  # absent (no checkpoint yet), or unreadable: the folders themselves say
+        return []
+    folder = root / name
+    if name != Path(name).name or name in ("", ".", "..") or folder.resolve().parent != root.resolve():
+        raise CheckpointError(
+            f"{latest} names {name!r}, which is not a checkpoint folder inside {root}; refused: delete {latest} "
+            "to use the newest checkpoint there"
+        )
+    return [folder]
+
+
+def load_newest(path: str | Path, read: Callable[[Path], T], say: bool = True) -> tuple[Path, T]:
+    """(checkpoint, read(checkpoint)) of the newest complete checkpoint or, when its files are damaged, of
+    the older one kept beside it, saying so on stderr."""
+    folders = checkpoint_folders(path)
+    for i, folder in enumerate(folders):
+        try:
+            return folder, read(folder)
+        except DamagedCheckpoint as e:
+            if i + 1 == len(folders):
+                raise
+            if say:
+                print(f"genlab: {e}; using the older checkpoint beside it, {folders[i + 1].name}", file=sys.stderr)
+    raise AssertionError("unreachable: checkpoint_folders returns at least one folder")
+
+
 def load_config_json(ckpt: Path) -> dict[str, Any]:
     try:
-        return json.loads((ckpt / "config.json").read_text())
+        config = json.loads((ckpt / "config.json").read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{ckpt / 'config.json'}: unreadable ({e}); the checkpoint is damaged") from None
+        raise DamagedCheckpoint(f"{ckpt / 'config.json'}: unreadable ({e}); the checkpoint is damaged") from None
+    if not isinstance(config, dict):
+        raise DamagedCheckpoint(f"{ckpt / 'config.json'}: not a config (a JSON object); the checkpoint is damaged")
+    return config
 
 
-def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+EMA_FILE = "ema.safetensors"  # beside model.safetensors: the EMA of a GAN's generator (train.ema)
+
+
+def ema_generator_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An EMA's saved state (torch's AveragedModel) as its generator's: the "module." keys, unprefixed."""
+    return {k.removeprefix("module."): v for k, v in ema_state.items() if k.startswith("module.")}
+
+
+def load_weights(ckpt: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    """A checkpoint's weights (or the extra module saved beside them as `name`)."""
     try:
-        return load_file(str(ckpt / "model.safetensors"))
+        return load_file(str(ckpt / name))
     except (OSError, SafetensorError, ValueError) as e:
-        raise CheckpointError(f"{ckpt / 'model.safetensors'}: not a valid safetensors file ({e})") from None
+        raise DamagedCheckpoint(f"{ckpt / name}: not a valid safetensors file ({e})") from None
+
+
+def load_metadata(ckpt: Path) -> dict[str, str]:
+    """The weights' safetensors header metadata (empty for checkpoints that wrote none)."""
+    try:
+        with safe_open(str(ckpt / "model.safetensors"), "pt") as f:
+            return dict(f.metadata() or {})
+    except (OSError, SafetensorError, ValueError) as e:
+        raise DamagedCheckpoint(f"{ckpt / 'model.safetensors'}: not a valid safetensors file ({e})") from None
 
 
 def load_state(ckpt: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -113,7 +194,8 @@ def load_state(ckpt: Path, map_location: str | torch.device = "cpu") -> dict[str
             "only load checkpoints written by genlab from sources you trust"
         ) from None
     except (OSError, RuntimeError, EOFError) as e:
-        raise CheckpointError(f"{path}: unreadable ({e}); the checkpoint is damaged") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DamagedCheckpoint(f"{path}: unreadable ({first}); the checkpoint is damaged") from None
 
 
 def load_into(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:

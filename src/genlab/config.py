@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from genlab.errors import ConfigError
 
@@ -30,9 +30,23 @@ class VAELossConfig:
     alpha: float = 1.0
     gamma_dwkl: float = 1.0
     dataset_size: int = 0  # tcvae's minibatch-weighted sampling needs N; 0: the training set's size, filled in at the start
+    # β-TCVAE: "mws" minibatch-weighted or "mss" minibatch stratified sampling (Chen et al. 2018, App. C);
+    # "decomposed": alpha*MI + beta*TC + gamma_dwkl*dwKL, all three estimated (Chen et al.'s modified ELBO);
+    # "analytic": the closed-form KL + (beta - 1) * TC (disentanglement_lib's beta_tc_vae), alpha = gamma_dwkl = 1.
+    estimator: str = "mws"
+    tc_form: str = "decomposed"
+    tc_warmup: int = 0  # steps over which the TC weight grows from 0 to beta (Chen et al.'s beta_anneal); 0: none
+    recon_sum: bool = False  # Bernoulli NLL summed per image (then kld_weight = 1 makes beta the literature's)
+    # The σ-VAE's likelihood counts the data's own pixels only: the padding (28 -> 32 leaves 2 pixels a side)
+    # is constant and would add spurious likelihood and shrink sigma. -1: from the data, filled in at the start.
+    margin: int = -1
+    # A run saved before margin existed counted every pixel: it resumes as it trained.
+    LEGACY: ClassVar[dict[str, Any]] = {"margin": 0}
 
     def validate(self) -> None:
         _positive("loss.kld_weight", self.kld_weight, allow_zero=True)
+        if self.margin < -1:
+            raise ConfigError(f"loss.margin must be -1 (from the data) or >= 0 pixels, got {self.margin}")
         _positive("loss.beta", self.beta, allow_zero=True)
         if self.beta_norm is not None:
             _positive("loss.beta_norm", self.beta_norm, allow_zero=True)
@@ -40,9 +54,34 @@ class VAELossConfig:
         _positive("loss.gamma_dwkl", self.gamma_dwkl, allow_zero=True)
         _positive("loss.dataset_size", self.dataset_size, allow_zero=True)
         _choice("loss.loss_type", self.loss_type, ("beta", "capacity", "tcvae"))
+        _choice("loss.estimator", self.estimator, ("mws", "mss"))
+        _choice("loss.tc_form", self.tc_form, ("decomposed", "analytic"))
+        _positive("loss.tc_warmup", self.tc_warmup, allow_zero=True)
+        if self.tc_form == "analytic" and (self.alpha != 1 or self.gamma_dwkl != 1):
+            raise ConfigError('loss.tc_form = "analytic" is KL + (beta - 1) * TC: it weighs MI and dwKL by 1; '
+                              'set loss.alpha = loss.gamma_dwkl = 1 or loss.tc_form = "decomposed"')  # fmt: skip
         _positive("loss.gamma", self.gamma, allow_zero=True)
         _positive("loss.max_capacity", self.max_capacity, allow_zero=True)
         _positive("loss.capacity_max_iter", self.capacity_max_iter)
+
+
+@dataclass(frozen=True)
+class FactorVAELossConfig(VAELossConfig):
+    """FactorVAE (Kim & Mnih 2018): the VAE's loss + gamma_tc * the discriminator's TC estimate, in kld_weight
+    units; the discriminator's own Adam (disentanglement_lib: 1e-4, betas (0.5, 0.9))."""
+
+    gamma_tc: float = 35.0
+    d_lr: float = 0.0001
+    d_betas: tuple[float, float] = (0.5, 0.9)
+
+    def validate(self) -> None:
+        super().validate()
+        _positive("loss.gamma_tc", self.gamma_tc, allow_zero=True)
+        _positive("loss.d_lr", self.d_lr)
+        if not all(0 <= b < 1 for b in self.d_betas):
+            raise ConfigError(f"loss.d_betas must be two numbers in [0, 1), got {list(self.d_betas)}")
+        if self.loss_type != "beta":
+            raise ConfigError(f'FactorVAE adds its own TC term: loss.loss_type must be "beta", not {self.loss_type!r}')
 
 
 @dataclass(frozen=True)
@@ -100,9 +139,22 @@ class TrainConfig:
     eval_every: int = 0  # epochs between sample-quality evaluations (0: never); cheap settings below
     eval_n: int = 2000
     report: bool = True  # write report.html (genlab report) into the run folder at the end
+    # GANs: an exponential moving average of G's weights, kept beside G (decay per step; 0: none). Sampling
+    # and eval choose with --weights (Karras et al. 2018; Yazici et al. 2019 measured it on these GANs).
+    ema: float = 0.0
+    # CPU-seconds of training (this process, all threads) at which a copy of the weights is kept in
+    # RUN/snapshots/cpu-NNNNNs: quality against cost, read off one run.
+    snapshots: tuple[float, ...] = ()
+    # VAEs on factor data: quick factor metrics (MIG on fewer points, KL per dimension) every this many steps.
+    factor_metrics_every: int = 0
 
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"train.ema is the EMA's decay per step, in [0, 1) (0.999 is usual); got {self.ema}")
+        if any(s <= 0 for s in self.snapshots):
+            raise ConfigError(f"train.snapshots are CPU-seconds > 0, got {list(self.snapshots)}")
+        _positive("train.factor_metrics_every", self.factor_metrics_every, allow_zero=True)
         if self.max_steps is not None:
             _positive("train.max_steps", self.max_steps)
         if self.time_budget is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import reprlib
 import sys
 import types
 import typing
@@ -17,6 +18,7 @@ from typing import Any
 
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.errors import ConfigError
+from genlab.limits import check_training
 from genlab.losses import beta_from_normalised
 from genlab.models import FAMILIES, Family, family
 
@@ -24,6 +26,24 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+# Values in messages are cut to a few items, levels and characters: a YAML alias bomb (a 1 KB file whose
+# nested lists expand to 10**9 items) stays one short line instead of a repr that never ends.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 4, 4, 4, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 60, 60, 30
+
+
+def short(value: Any, width: int = 100) -> str:
+    """repr(value) in at most width characters: what a ConfigError quotes of a bad value."""
+    text = _REPR.repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _name(key: Any) -> str:
+    """A key as written, unless it is long or not a string."""
+    return key if isinstance(key, str) and len(key) <= 80 else short(key)
 
 
 def data_shape_defaults(record: Family, model: dict[str, Any], data: DataConfig) -> dict[str, Any]:
@@ -68,14 +88,14 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 return _coerce(key, value, one)
             except ConfigError:
                 pass
-        raise ConfigError(f"{key} must be {' or '.join(a.__name__ for a in inner)}, got {value!r}")
+        raise ConfigError(f"{key} must be {' or '.join(a.__name__ for a in inner)}, got {short(value)}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {short(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(key, v, args[0]) for v in value)
         if len(value) != len(args):
-            raise ConfigError(f"{key} must be a list of {len(args)} values, got {list(value)}")
+            raise ConfigError(f"{key} must be a list of {len(args)} values, got {short(list(value))}")
         return tuple(_coerce(key, v, a) for v, a in zip(value, args))
     if hint is bool:
         if isinstance(value, bool):
@@ -93,21 +113,21 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return value
     else:  # pragma: no cover
         return value
-    raise ConfigError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+    raise ConfigError(f"{key} must be {getattr(hint, '__name__', hint)}, got {short(value)}")
 
 
 def build_section(cls: type, values: dict[str, Any], section: str) -> Any:
     """A dataclass from a dict, refusing unknown keys (with a suggestion) and wrong types."""
     if not isinstance(values, dict):
-        raise ConfigError(f"[{section}] must be a table of key = value, got {values!r}")
+        raise ConfigError(f"[{section}] must be a table of key = value, got {short(values)}")
     names = [f.name for f in fields(cls)]
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
+            close = difflib.get_close_matches(str(key), names, n=1)  # YAML keys may be numbers
             hint = f"; did you mean {section}.{close[0]}?" if close else f"; allowed: {', '.join(names)}"
-            raise ConfigError(f"unknown key {section}.{key}{hint}")
+            raise ConfigError(f"unknown key {section}.{_name(key)}{hint}")
         kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
     return cls(**kwargs)
 
@@ -163,7 +183,10 @@ def load_config(name: str, file: str | Path | None = None, overrides: dict[str, 
     if isinstance(raw.get("model", {}), dict):
         data = build_section(DataConfig, raw.get("data", {}), "data")
         raw["model"] = {**data_shape_defaults(record, raw.get("model", {}), data), **raw.get("model", {})}
-    return load_config_from_sections(record, raw)
+    config = load_config_from_sections(record, raw)
+    # A config to train here must fit here; a saved run (from_dict) may come from a larger machine.
+    check_training(record, config)
+    return config
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
@@ -171,20 +194,28 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     data = dict(data)
     name = data.pop("family", None)
     if name not in FAMILIES:
-        raise ConfigError(f"config names unknown model family {name!r}")
-    return load_config_from_sections(FAMILIES[name], data)
+        raise ConfigError(f"config names unknown model family {short(name)}")
+    record = FAMILIES[name]
+    # A key a model gained after the run was saved takes the value that describes how that run was built.
+    for section, cls in (("model", record.config), ("loss", record.loss)):
+        legacy = getattr(cls, "LEGACY", {})
+        if legacy and isinstance(data.get(section), dict):
+            data[section] = {**legacy, **data[section]}
+    return load_config_from_sections(record, data)
 
 
 def load_config_from_sections(record: Family, sections: dict[str, Any]) -> RunConfig:
     classes = {"model": record.config, "loss": record.loss, "train": TrainConfig, "data": DataConfig}
     for name in sections:
         if name not in classes:
-            close = difflib.get_close_matches(name, classes, n=1)
-            raise ConfigError(f"unknown section [{name}]" + (f"; did you mean [{close[0]}]?" if close else ""))
+            close = difflib.get_close_matches(str(name), classes, n=1)
+            raise ConfigError(f"unknown section [{_name(name)}]" + (f"; did you mean [{close[0]}]?" if close else ""))
     parts = {name: build_section(cls, sections.get(name, {}), name) for name, cls in classes.items()}
     if getattr(parts["loss"], "beta_norm", None) is not None:
         loss = parts["loss"]
-        beta = beta_from_normalised(loss.beta_norm, parts["model"].latent_dim, loss.kld_weight)
+        m = parts["model"]
+        pixels = getattr(m, "in_channels", 1) * getattr(m, "image_size", 1) ** 2
+        beta = beta_from_normalised(loss.beta_norm, m.latent_dim, loss.kld_weight, pixels, getattr(loss, "recon_sum", False))
         if loss.beta != 1.0 and abs(loss.beta - beta) > 1e-9 * abs(beta):
             raise ConfigError(f"set loss.beta or loss.beta_norm, not both (beta_norm {loss.beta_norm} means beta {beta:.6g})")
         parts["loss"] = dataclasses.replace(loss, beta=beta)
@@ -206,4 +237,17 @@ def check_combination(record: Family, config: RunConfig) -> None:
         raise ConfigError(
             f'model.decoder = "sigma" trains the ELBO in nats with loss.beta on the KL; loss.loss_type = '
             f'"{config.loss.loss_type}" weighs in the notes\' per-pixel units: set loss.loss_type = "beta"'
+        )
+    if config.train.ema and record.kind != "gan":
+        raise ConfigError(f"train.ema averages a GAN generator's weights; {record.name} has none: drop it")
+    loss = config.loss
+    if getattr(loss, "recon_sum", False) and decoder != "bernoulli":
+        raise ConfigError('loss.recon_sum sums the Bernoulli NLL over each image: set model.decoder = "bernoulli" (binary data)')
+    if getattr(loss, "loss_type", None) == "tcvae" and loss.estimator == "mss" and config.train.batch_size < 2:
+        raise ConfigError("loss.estimator = \"mss\" weighs each code against the batch's others: train.batch_size must be >= 2")
+    steps = config.train.max_steps
+    if getattr(loss, "loss_type", None) == "capacity" and steps and loss.capacity_max_iter > steps:
+        raise ConfigError(
+            f"loss.capacity_max_iter = {loss.capacity_max_iter} is longer than the run's {steps} steps: C would never "
+            f"reach loss.max_capacity; set loss.capacity_max_iter <= {steps} (~70% of the run, {int(0.7 * steps)})"
         )

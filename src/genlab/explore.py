@@ -3,12 +3,19 @@
 The server is the standard library's ThreadingHTTPServer: one local user, a handful of JSON and PNG
 routes, and no dependency to install or keep up. Every route validates its input and answers a bad
 request with a 4xx and a one-line reason; nothing is served from disk but the page itself.
+
+It is still a web server that any page in the user's browser can reach, so it answers only requests
+that name it in their Host header (a DNS-rebinding page names its own site), takes POSTs only as
+same-origin JSON (what a cross-site form or no-preflight fetch cannot send), and bounds what one
+client can hold: a socket timeout, a cap on concurrent handlers, a 64 KiB body.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +36,9 @@ from genlab.models import family
 Z_LIMIT = 10.0  # |z_i| beyond this is far outside N(0, 1) and surely a client error
 MAP_POINTS = 2000  # test images on the 2-D map
 MAX_BODY = 1 << 16
+REQUEST_TIMEOUT = 10.0  # seconds a connection may stay silent before it is closed
+MAX_HANDLERS = 64  # connections served at once; a browser opens 6 per site, the rest wait in the queue
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 GAN_FIT = 4000  # draws of z for the GAN's principal directions
 
 
@@ -127,12 +137,15 @@ class Explorer:
             raise BadRequest(
                 f"z must be a list of {self.latent_dim} numbers, got {len(z) if isinstance(z, list) else type(z).__name__}"
             )
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in z):
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in z)
+        if not numbers or any(isinstance(v, float) and not math.isfinite(v) for v in z):
             raise BadRequest("z must hold finite numbers only")
-        if max(abs(v) for v in z) > Z_LIMIT:
+        # Compared as they are: an int of 400 digits overflows a float, but int-float comparison is exact.
+        if any(abs(v) > Z_LIMIT for v in z):
             raise BadRequest(f"z values must lie in [-{Z_LIMIT:g}, {Z_LIMIT:g}]")
         label = body.get("class")
-        if label is not None and (self.classes is None or not isinstance(label, int) or not 0 <= label < self.classes):
+        integer = isinstance(label, int) and not isinstance(label, bool)
+        if label is not None and (self.classes is None or not integer or not 0 <= label < self.classes):
             raise BadRequest(
                 "class given to an unconditional model" if self.classes is None else f"class must be in 0..{self.classes - 1}"
             )
@@ -148,8 +161,9 @@ class Explorer:
         return to_uint8(crop_to(out.cpu(), self.original_size))[0]
 
     def index(self, query: dict[str, list[str]]) -> int:
-        raw = query.get("index", [None])[0]
-        if raw is None or not raw.isdigit() or int(raw) >= len(self.test):
+        raw = query.get("index", [""])[0]
+        # str.isdigit alone takes '²' and other digits int() refuses; 18 digits stay far below int()'s limit.
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18 and int(raw) < len(self.test)):
             raise BadRequest(f"index must be an integer in 0..{len(self.test) - 1}")
         return int(raw)
 
@@ -164,12 +178,19 @@ class Explorer:
         return to_uint8(crop_to(to_float(self.test.images[i : i + 1]), self.original_size))[0]
 
 
-def make_handler(explorer: Explorer, page: bytes):
+def make_handler(explorer: Explorer, page: bytes, request_timeout: float = REQUEST_TIMEOUT):
     class Handler(BaseHTTPRequestHandler):
         server_version = "genlab-explore"
+        timeout = request_timeout  # set on each socket: a silent or half-sent request is let go, not waited for
+        server: ExplorerServer
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
             pass  # quiet: the terminal shows the URL and errors only
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            # http.server's own refusals (a garbled request line, a header over 64 KiB) as one line too, not HTML.
+            self.close_connection = True
+            self._fail(HTTPStatus(code), message or HTTPStatus(code).phrase)
 
         def _send(self, status: int, body: bytes, kind: str) -> None:
             self.send_response(status)
@@ -182,9 +203,30 @@ def make_handler(explorer: Explorer, page: bytes):
         def _fail(self, status: HTTPStatus, reason: str) -> None:
             self._send(status, (reason + "\n").encode(), "text/plain; charset=utf-8")
 
+        def _check_caller(self, method: str) -> None:
+            """403 unless the Host header names this server and a POST is same-origin JSON."""
+            host = self.headers.get("Host")
+            # HTTP/1.0 lets a client leave Host out; a browser never does, so no rebinding page can.
+            if not (self.server.serves(host) or (host is None and self.request_version == "HTTP/1.0")):
+                raise BadRequest(
+                    f"the Host header does not name this explorer: open {self.server.url} "
+                    "(or restart it with --host NAME to serve it as NAME)",
+                    HTTPStatus.FORBIDDEN,
+                )
+            if method != "POST":
+                return
+            # A browser sends Origin with every cross-site POST; scripts and curl send none.
+            origin = self.headers.get("Origin")
+            if origin is not None and origin.lower() != f"http://{host}".lower():
+                raise BadRequest("cross-origin POST refused: only the explorer's own page may decode", HTTPStatus.FORBIDDEN)
+            # Cross-site forms and no-preflight fetches can only send text/plain, forms and multipart.
+            if self.headers.get_content_type() != "application/json":
+                raise BadRequest("POST bodies must be JSON: send Content-Type: application/json", HTTPStatus.FORBIDDEN)
+
         def _route(self, method: str) -> None:
             url = urlsplit(self.path)
             try:
+                self._check_caller(method)
                 if ".." in url.path or "\\" in url.path:
                     raise BadRequest("paths may not contain '..' or backslashes")
                 query = parse_qs(url.query)
@@ -209,16 +251,20 @@ def make_handler(explorer: Explorer, page: bytes):
                 self._fail(e.status, str(e))
 
         def _json_body(self) -> Any:
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                raise BadRequest("Content-Length must be an integer") from None
-            if length > MAX_BODY:
+            raw = self.headers.get("Content-Length", "")
+            # int() takes '-1', ' 7', '1_0' and non-ASCII digits: only plain digits are a length.
+            if "Transfer-Encoding" in self.headers or not (raw.isascii() and raw.isdigit()):
+                raise BadRequest("POST bodies need a Content-Length of 0 or more bytes (no chunking)", HTTPStatus.LENGTH_REQUIRED)
+            if len(raw) > 9 or int(raw) > MAX_BODY:
                 raise BadRequest(f"request body over {MAX_BODY} bytes", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
             try:
-                return json.loads(self.rfile.read(length) or b"null")
+                return json.loads(self.rfile.read(int(raw)) or b"null")
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise BadRequest("the body is not valid JSON") from None
+            except RecursionError:
+                raise BadRequest('the body nests too deeply for {"z": [...]}') from None
+            except ValueError:  # what json's int() refuses: over sys.get_int_max_str_digits() digits
+                raise BadRequest("a number in the body has too many digits") from None
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's names
             self._route("GET")
@@ -241,11 +287,78 @@ def render_page(explorer: Explorer, run: str) -> bytes:
     return page("explore.html.j2").render(run=run, family=explorer.family, css=asset("style.css")).encode()
 
 
-def make_server(explorer: Explorer, run: str, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """A server bound to host:port (0: any free port); serve_forever() to run it."""
-    server = ThreadingHTTPServer((host, port), make_handler(explorer, render_page(explorer, run)))
-    server.daemon_threads = True
-    return server
+def bracketed(host: str) -> str:
+    """A host as a Host header spells it: IPv6 addresses in brackets, lower case."""
+    return f"[{host}]".lower() if ":" in host else host.lower()
+
+
+def is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+class ExplorerServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that answers only under its own names and serves at most max_handlers
+    connections at once; the next connection waits in the listen queue until a handler is free."""
+
+    daemon_threads = True
+    block_on_close = False  # Ctrl-C need not wait out a silent client's timeout
+    request_queue_size = 1024  # a burst waits to be accepted instead of being refused at connect
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_handlers: int) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_handlers)
+        bound = ipaddress.ip_address(self.server_address[0])
+        self.local_only = bound.is_loopback
+        self.any_address = bound.is_unspecified
+        self.names = {*LOOPBACK_NAMES, self.server_address[0], bracketed(address[0])} - {""}
+        self.url = f"http://{'127.0.0.1' if bound.is_loopback or bound.is_unspecified else bound}:{self.server_port}/"
+
+    def serves(self, host: str | None) -> bool:
+        """Whether a Host header names this server; a DNS-rebinding page sends its own site's name."""
+        if host is None:
+            return False
+        name, colon, port = host.rpartition(":")
+        if not colon or "]" in port:  # no port: browsers leave out :80
+            name, port = host, "80"
+        if port != str(self.server_port):
+            return False
+        # Bound to every address, the machine is reached by any of its IPs, and an IP cannot be rebound.
+        return name.lower() in self.names or (self.any_address and is_ip(name))
+
+    def process_request(self, request, client_address) -> None:
+        self.slots.acquire()  # stop accepting until a handler is free: the kernel queues the rest
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up is no server error
+            super().handle_error(request, client_address)
+
+
+def make_server(
+    explorer: Explorer,
+    run: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout: float = REQUEST_TIMEOUT,
+    max_handlers: int = MAX_HANDLERS,
+) -> ExplorerServer:
+    """A server bound to host:port (0: any free port); serve_forever() to run it. timeout: seconds a
+    connection may stay silent; max_handlers: connections served at once."""
+    return ExplorerServer((host, port), make_handler(explorer, render_page(explorer, run), timeout), max_handlers)
 
 
 def load_explorer(run: str, device: str = "cpu") -> Explorer:
@@ -258,7 +371,7 @@ def load_explorer(run: str, device: str = "cpu") -> Explorer:
     return Explorer(config, model, test_split(config))
 
 
-def bench(server: ThreadingHTTPServer, explorer: Explorer, n: int = 200, seed: int = 0) -> dict[str, float]:
+def bench(server: ExplorerServer, explorer: Explorer, n: int = 200, seed: int = 0) -> dict[str, float]:
     """Decode latency over HTTP (request to PNG received), after 10 warm-up requests: ms percentiles."""
     import http.client
 

@@ -3,6 +3,8 @@
 The page holds everything (pictures as data: URIs, curves as JSON, the chart code inline), so it
 opens from disk offline. What is shown comes from the run folder alone: metrics.jsonl, status.json,
 config.json, samples/*.png, evals/*.json, any picture in the folder, and sweep.json for a sweep.
+A picture is embedded only when it is a regular file inside the run (no links out of it: a shared
+folder's `x.png -> ~/.ssh/id_rsa` stays out of the page), a PNG or GIF by its first bytes, and not huge.
 Which keys share a chart is the family's trainer's choice (Trainer.charts); a family without one gets a
 chart per key, so a new model family needs no change to the page.
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +26,9 @@ from genlab.errors import GenlabError
 
 MAX_POINTS = 2000  # per curve: longer ones are thinned evenly (first and last kept)
 MAX_FRAMES = 40  # per picture slider: more epochs are thinned evenly (first and last kept)
+MAX_PICTURE_BYTES = 20_000_000  # per embedded picture; genlab's grids are well under 1 MB
+SIGNATURES = {b"\x89PNG\r\n\x1a\n": "png", b"GIF87a": "gif", b"GIF89a": "gif"}
+EPOCH_PICTURE = re.compile(r"(?:traverse_)?epoch_(\d+)\.png")  # what the training loop names them
 NOT_CURVES = {"step", "epoch", "world_size"}
 SPEED_KEYS = {"images_per_s"}
 # Which way is better, for marking the best run in the evaluation table; unknown keys are not marked.
@@ -82,6 +89,8 @@ def read_metrics(path: Path) -> tuple[dict[str, list[tuple[float, float]]], list
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill mid-write: the rest of the file is still good
+        if not isinstance(record, dict):
+            continue
         last.update(record)
         if isinstance(record.get("warning"), str):
             warnings.append(f"step {record.get('step')}: {record['warning']}")
@@ -188,32 +197,83 @@ def show(value: Any) -> str:
     return str(value)
 
 
-def data_uri(path: Path) -> str:
-    kind = "gif" if path.suffix.lower() == ".gif" else "png"
-    return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode()
+def data_uri(path: Path, run: Path) -> str:
+    """The picture at path as a data: URI; ValueError saying why when the page must not hold it."""
+    kind, data = read_picture(path, run)
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode()
+
+
+def read_picture(path: Path, run: Path) -> tuple[str, bytes]:
+    """(png or gif, bytes) of a regular file inside run; ValueError naming the reason otherwise."""
+    try:
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            raise ValueError("a symbolic link")
+        if not stat.S_ISREG(mode):
+            raise ValueError("not a regular file")
+        if not path.resolve().is_relative_to(run.resolve()):
+            raise ValueError("outside the run folder")
+        # O_NONBLOCK: a FIFO swapped in since the lstat opens at once (and is refused below) instead of hanging.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ValueError("not a regular file")
+            data = f.read(MAX_PICTURE_BYTES + 1)
+    except OSError as e:
+        raise ValueError(e.strerror or str(e)) from None
+    if len(data) > MAX_PICTURE_BYTES:
+        raise ValueError(f"larger than {MAX_PICTURE_BYTES / 1e6:g} MB")
+    kind = next((k for sig, k in SIGNATURES.items() if data.startswith(sig)), None)
+    if kind is None:
+        raise ValueError("not a PNG or GIF file")
+    return kind, data
 
 
 def _epoch(path: Path) -> int:
-    return int(re.findall(r"\d+", path.stem)[-1])
+    return int(EPOCH_PICTURE.fullmatch(path.name).group(1))
 
 
-def galleries(run: Path) -> list[Gallery]:
-    """Per-epoch pictures under one slider each (samples, traversals), then other pictures of the run."""
+def galleries(run: Path, skipped: list[str] | None = None) -> list[Gallery]:
+    """Per-epoch pictures under one slider each (samples, traversals), then other pictures of the run;
+    the pictures left out are added to skipped, with why."""
+    skipped = [] if skipped is None else skipped
+
+    def embed(items: list[tuple[str, Path]]) -> list[tuple[str, str]]:
+        frames = []
+        for label, p in items:
+            try:
+                frames.append((label, data_uri(p, run)))
+            except ValueError as e:
+                skipped.append(f"{p.relative_to(run)} not shown: {e}")
+        return frames
+
     out = []
     samples = run / "samples"
     for title, pattern, last in (
         ("samples (fixed noise) by epoch", "epoch_*.png", "last.png"),
         ("latent traversals by epoch", "traverse_epoch_*.png", "traverse_last.png"),
     ):
-        paths = sorted(samples.glob(pattern), key=_epoch) if samples.is_dir() else []
+        paths = sorted((p for p in samples.glob(pattern) if EPOCH_PICTURE.fullmatch(p.name)), key=_epoch)
         frames = [(f"epoch {_epoch(p)}", p) for p in paths]
-        if (samples / last).exists():
+        if (samples / last).exists() or (samples / last).is_symlink():
             frames.append(("end of run", samples / last))
-        if frames:
-            out.append(Gallery(title, [(label, data_uri(p)) for label, p in thin(frames, MAX_FRAMES)]))
+        if frames := embed(thin(frames, MAX_FRAMES)):
+            out.append(Gallery(title, frames))
     for p in sorted([*run.glob("*.png"), *run.glob("*.gif")]):
-        out.append(Gallery(p.stem.replace("_", " "), [(p.name, data_uri(p))]))
+        if frames := embed([(p.name, p)]):
+            out.append(Gallery(p.stem.replace("_", " "), frames))
     return out
+
+
+def read_json(path: Path, fix: str) -> dict[str, Any]:
+    """A JSON object file of the run; a one-line error naming it, and fix, when it is torn or not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise GenlabError(f"{path} is damaged ({e}); {fix}") from None
+    if not isinstance(data, dict):
+        raise GenlabError(f"{path} is damaged (not a JSON object); {fix}")
+    return data
 
 
 def latest_eval(run: Path) -> dict[str, Any] | None:
@@ -233,21 +293,27 @@ def load_view(path: str | Path) -> RunView:
     """Everything the report shows of a run folder or a sweep folder."""
     run = Path(path)
     if (run / "sweep.json").exists():
-        sweep = json.loads((run / "sweep.json").read_text())
-        pictures = (
-            [Gallery("the sweep's figure", [("sweep.png", data_uri(run / "sweep.png"))])] if (run / "sweep.png").exists() else []
-        )
-        status = {"runs": len(sweep.get("rows", [])), "reason": "sweep"}
+        sweep = read_json(run / "sweep.json", "run the same genlab sweep again: finished runs are not retrained")
+        pictures, skipped = [], []
+        if (run / "sweep.png").exists():
+            try:
+                pictures = [Gallery("the sweep's figure", [("sweep.png", data_uri(run / "sweep.png", run))])]
+            except ValueError as e:
+                skipped.append(f"sweep.png not shown: {e}")
+        status = {"runs": len(sweep.get("rows", [])), "reason": "sweep", "warnings": skipped}
         config = {"sweep": {k: v for k, v in sweep.items() if k != "rows"}}
         return RunView(run.name, run, sweep.get("family", "?"), config, status, {}, pictures, sweep=sweep)
     if not (run / "config.json").exists():
         raise GenlabError(f"{run}: not a genlab run folder (no config.json); give the --out folder of a genlab train run")
-    config = json.loads((run / "config.json").read_text())
+    config = read_json(run / "config.json", "copy the config.json of the run's newest checkpoint (checkpoints/ckpt-*/) over it")
     curves, warnings, last = read_metrics(run / "metrics.jsonl")
     status: dict[str, Any] = {"steps": last.get("step", 0), "epochs": last.get("epoch", 0)}
     if (run / "status.json").exists():
-        status.update(json.loads((run / "status.json").read_text()))
-        status["reason"] = REASONS.get(status.get("reason"), status.get("reason"))
+        try:  # only the end of the run's story: a damaged one leaves the rest of the page worth reading
+            status.update(read_json(run / "status.json", "it is written again when the run next stops"))
+            status["reason"] = REASONS.get(status.get("reason"), status.get("reason"))
+        except GenlabError as e:
+            status["reason"] = f"unknown: {e}"
     else:
         status["reason"] = "unknown: no status.json (still running, or killed before the end)"
     if last.get("skipped_steps"):
@@ -256,9 +322,10 @@ def load_view(path: str | Path) -> RunView:
     collapse = (evaluation or {}).get("sample_quality", {}).get("collapse_warning")
     if collapse:
         warnings.append(f"evaluation: {collapse}")
+    pictures = galleries(run, warnings)
     status["warnings"] = warnings
     name = run.name if run.name not in ("vae", "gan") or not run.parent.name else f"{run.parent.name}/{run.name}"
-    return RunView(name, run, config.get("family", "?"), config, status, curves, galleries(run), evaluation)
+    return RunView(name, run, config.get("family", "?"), config, status, curves, pictures, evaluation)
 
 
 def render(views: list[RunView]) -> str:

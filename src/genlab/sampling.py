@@ -38,6 +38,36 @@ def generated_labels(model: nn.Module, n: int, batch_size: int = 500) -> Tensor 
     return torch.cat([torch.arange(min(batch_size, n - i)) % classes for i in range(0, n, batch_size)])
 
 
+BN_MODES = ("eval", "standing")
+
+
+@torch.no_grad()
+def standing_statistics(model: nn.Module, n: int = 10_000, batch_size: int = 500, seed: int = 0) -> nn.Module:
+    """Recompute a GAN generator's BatchNorm statistics over n fresh samples ("standing statistics",
+    Brock et al. 2019): each running mean and variance becomes the plain average over the batches,
+    as a sampling-time generator sees them, instead of the training run's exponential average."""
+    g = model.generator
+    norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    device = next(g.parameters()).device
+    gen = torch.Generator(device).manual_seed(seed)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average
+    g.train()
+    classes = getattr(model.config, "num_classes", None)
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        z = torch.randn(b, model.config.latent_dim, device=device, generator=gen)
+        g(z, *(() if classes is None else (torch.arange(b, device=device) % classes,)))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    g.eval()
+    return model
+
+
 def class_labels(wanted: str | None, name: str, num_classes: int | None, n: int) -> tuple[Tensor | None, int | None]:
     """(the class of each of n samples, the grid's row length) for `--class K` or `--class all`."""
     if wanted is None:

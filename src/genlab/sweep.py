@@ -32,6 +32,24 @@ def parse_values(text: str) -> tuple[str, list[Any]]:
     return key.strip(), [parse_value(v.strip()) for v in values.split(",")]
 
 
+def run_folder(out: Path, key: str, value: Any, seed: int) -> Path:
+    """out/KEY=VALUE/seedS. A value may be a path (data.dataset=../other): its / and \\ are escaped, so the
+    name stays one folder inside out (never "..", as it starts with KEY=)."""
+    name = f"{key}={value}".replace("%", "%25").replace("/", "%2F").replace("\\", "%5C")
+    return out / name / f"seed{seed}"
+
+
+def check_sweep_folder(out: Path) -> None:
+    """--out is new, empty or a sweep folder (an interrupted sweep continues in it), never someone else's."""
+    from genlab.runlock import LOCK
+
+    found = sorted(p.name for p in out.iterdir() if p.name != LOCK) if out.is_dir() else []
+    if found and not (out / "sweep.json").exists() and not any("=" in name for name in found):
+        raise GenlabError(
+            f"--out {out} holds files that are not a genlab sweep ({', '.join(found[:3])}); choose a new or empty folder"
+        )
+
+
 def run_sweep(
     name: str,
     key: str,
@@ -44,6 +62,7 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Train every (value, seed) into out/KEY=VALUE/seedS (resuming an unfinished one), evaluate, summarise."""
     from genlab.report import write_run_report
+    from genlab.runlock import run_lock
     from genlab.train.loop import train
 
     record = family(name)
@@ -58,15 +77,16 @@ def run_sweep(
             configs[(value, seed)] = load_config(name, config_file, extra)  # every config checked before any training
     rows = []
     for (value, seed), config in configs.items():
-        run_dir = out / f"{key}={value}" / f"seed{seed}"
+        run_dir = run_folder(out, key, value, seed)
         done = run_dir / "sweep_row.json"
-        if done.is_file():
-            rows.append(json.loads(done.read_text()))
+        if (row := _measured(done)) is not None:
+            rows.append(row)
             print(f"genlab: {run_dir} already measured")
             continue
         resume = (run_dir / "checkpoints" / "latest").exists()
         started = time.monotonic()
-        result = train(config, run_dir, resume=resume, quiet=True)
+        with run_lock(run_dir, f"genlab sweep {name}, training {run_dir}"):  # against a genlab train --resume of it
+            result = train(config, run_dir, resume=resume, quiet=True)
         if config.train.report:
             write_run_report(run_dir)
         row = {
@@ -99,6 +119,15 @@ def run_sweep(
     atomic_write_bytes(out / "sweep.json", (json.dumps(summary, indent=2) + "\n").encode())
     draw(summary, out / "sweep.png")
     return summary
+
+
+def _measured(done: Path) -> dict[str, Any] | None:
+    """A run's row from its sweep_row.json; None when absent or torn (the finished run is measured again)."""
+    try:
+        row = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None
+    return row if isinstance(row, dict) and "value" in row else None
 
 
 def measure(run_dir: Path) -> dict[str, Any]:

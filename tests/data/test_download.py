@@ -58,3 +58,38 @@ def test_builtin_data_set_is_fetched_when_missing(server: tuple[str, Path], tmp_
     assert sorted(p.name for p in folder.iterdir()) == sorted(files)
     train = data.load_idx_split(folder, "train", "mnist")
     assert train.images.shape == (32, 1, 28, 28) and train.labels is not None
+
+
+def test_builtin_data_sets_come_over_https_with_known_sizes() -> None:
+    for spec in data.BUILTIN.values():
+        assert spec.url.startswith("https://") and spec.size.keys() == spec.md5.keys()
+
+
+def test_download_stops_at_the_known_size(server: tuple[str, Path], tmp_path: Path, monkeypatch) -> None:
+    url, served = server
+    name = "train-images-idx3-ubyte.gz"
+    size, digest = (served / name).stat().st_size, md5(served / name)
+    with pytest.raises(DataError, match=f"sends more than the {size - 100:,} bytes"):
+        data.download(url + name, tmp_path / "long" / name, digest, size - 100)
+    with pytest.raises(DataError, match=f"got {size:,} of {size + 1:,} bytes"):
+        data.download(url + name, tmp_path / "short" / name, digest, size + 1)
+    assert not list((tmp_path / "long").iterdir()) and not list((tmp_path / "short").iterdir())
+    monkeypatch.setattr(data.idx, "MAX_DOWNLOAD", size // 2)  # a file of unknown size: the general cap
+    with pytest.raises(DataError, match=f"sends more than the {size // 2:,} bytes"):
+        data.download(url + name, tmp_path / "unknown" / name, digest)
+    spec = data.RemoteIDX(url, {p.name: md5(p) for p in served.iterdir()}, str(tmp_path / "none"), {name: size - 1})
+    monkeypatch.setitem(data.BUILTIN, "mnist", spec)
+    with pytest.raises(DataError, match="sends more than"):
+        data.locate_idx("mnist", tmp_path / "root", download_missing=True)
+
+
+def test_downloads_do_not_share_a_temporary_file(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, served = server
+    name = "t10k-labels-idx1-ubyte.gz"
+    dest = tmp_path / "dl" / name
+    dest.parent.mkdir()
+    other = dest.with_name(dest.name + ".part")  # the temporary file of another run fetching the same file
+    other.write_bytes(b"another run's bytes")
+    data.download(url + name, dest, md5(served / name), (served / name).stat().st_size)
+    assert dest.read_bytes() == (served / name).read_bytes() and other.read_bytes() == b"another run's bytes"
+    assert sorted(p.name for p in dest.parent.iterdir()) == sorted([name, other.name])

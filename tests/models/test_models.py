@@ -101,7 +101,8 @@ def forward_loss(family: str, model: nn.Module, x: torch.Tensor) -> torch.Tensor
     labels = (torch.arange(len(x)) % 10,) if record_of(family).conditional else ()
     if record_of(family).kind == "vae":
         recons, _, mu, logvar = model(x, *labels)
-        return recons.square().mean() + mu.square().mean() + logvar.square().mean()
+        extra = model.discriminator(mu).square().mean() if hasattr(model, "discriminator") else 0  # FactorVAE's TC critic
+        return recons.square().mean() + mu.square().mean() + logvar.square().mean() + extra
     return model.sample(4).square().mean() + model.discriminator(x, *labels).mean()
 
 

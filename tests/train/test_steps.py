@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genlab.bench.textbook import notes_gan_step
+from genlab.bench.textbook import dcgan_examples_step, notes_gan_step, projection_step, sn_dcgan_step
 from genlab.config import GANLossConfig, VAELossConfig
 from genlab.models import FAMILIES, GAN, VanillaVAE, build_model
 from genlab.models import family as record_of
@@ -140,3 +140,99 @@ def test_wgan_generator_steps_every_n_critic(idx_data: Path) -> None:
         trainer_for(record_of("wgan-gp")).step(model, torch.rand(8, 1, 28, 28) * 2 - 1, optimizers, config.loss, step)
         g_moves.append(any(not torch.equal(a, b) for a, b in zip(before, model.generator.parameters())))
     assert g_moves == [False, False, True, False, False, True]
+
+
+def _pair(name: str, size: int = 28):
+    """Two copies of a tiny model of family name, with genlab's optimisers on one and plain Adam on the other."""
+    config = small_config(name, size=size)
+    torch.manual_seed(0)
+    ours = build_model(name, config.model)
+    ref = copy.deepcopy(ours)
+    opts = trainer_for(record_of(name)).make_optimizers(ours, config)
+    t = config.train
+    plain = [torch.optim.Adam(m.parameters(), lr=t.lr, betas=t.betas, foreach=False) for m in (ref.generator, ref.discriminator)]
+    return config, ours, ref, opts, plain
+
+
+@pytest.mark.parametrize(
+    "name,textbook",
+    [("dcgan", dcgan_examples_step), ("sngan", lambda m, x, og, od: sn_dcgan_step(m, x, og, od, hinge=True))],
+)
+def test_conv_gan_steps_match_their_papers_code(name: str, textbook) -> None:
+    """DCGAN against pytorch/examples' loop (D first, G through the updated D), SNGAN against Miyato et al.'s
+    SN-DCGAN updater (two D calls, both updates from one state): the same weights after three steps."""
+    config, ours, ref, opts, (opt_g, opt_d) = _pair(name)
+    step = trainer_for(record_of(name)).step
+    for i, imgs in enumerate(torch.rand(3, 8, 1, 28, 28) * 2 - 1):
+        torch.manual_seed(10 + i)
+        step(ours, imgs, opts, config.loss, i)
+        torch.manual_seed(10 + i)
+        textbook(ref, imgs, opt_g, opt_d)
+    for (key, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5, msg=key)
+
+
+def test_cgan_step_matches_miyato_and_koyamas_updater() -> None:
+    config, ours, ref, opts, (opt_g, opt_d) = _pair("cgan")
+    for i, imgs in enumerate(torch.rand(3, 8, 1, 28, 28) * 2 - 1):
+        labels = torch.arange(8) % 10
+        torch.manual_seed(10 + i)
+        trainer_for(record_of("cgan")).step(ours, (imgs, labels), opts, config.loss, i)
+        torch.manual_seed(10 + i)
+        projection_step(ref, imgs, labels, opt_g, opt_d)
+    for (key, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5, msg=key)
+
+
+def _calls(d: torch.nn.Module) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    d.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+def _mixes(batch: torch.Tensor, real: torch.Tensor) -> bool:
+    """Whether one D call held real images and others together."""
+    is_real = (batch.flatten(1)[:, None, :] == real.flatten(1)[None]).all(-1).any(1)
+    return bool(is_real.any()) and not bool(is_real.all())
+
+
+@pytest.mark.parametrize("name", [f for f in FAMILIES if record_of(f).kind == "gan"] + ["gan-with-batchnorm-d"])
+def test_no_d_with_batch_statistics_or_spectral_norm_sees_real_and_fake_in_one_batch(name: str) -> None:
+    """The one-forward shortcut over [real; G(z)] is for Ds that keep nothing between calls (the notes' MLP):
+    a D with BatchNorm would pool real and fake statistics, a spectral-norm D would run one power iteration
+    for two. Every GAN step here, and the notes' step given a BatchNorm D, keeps the two batches apart."""
+    family_name = "gan" if name == "gan-with-batchnorm-d" else name
+    config = small_config(family_name, **({"loss.n_critic": 1} if family_name == "wgan-gp" else {}))
+    torch.manual_seed(0)
+    model = build_model(family_name, config.model)
+    if name == "gan-with-batchnorm-d":
+        model.discriminator.model.insert(1, torch.nn.BatchNorm1d(config.model.d_hidden_dims[0]))
+    d = model.discriminator
+    stateful = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in d.modules()) or any(
+        torch.nn.utils.parametrize.is_parametrized(m) for m in d.modules()
+    )
+    seen = _calls(d)
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    batch = (real, torch.arange(8) % 10) if record_of(family_name).conditional else real
+    trainer = trainer_for(record_of(family_name))
+    trainer.step(model, batch, trainer.make_optimizers(model, config), config.loss, 0)
+    assert seen
+    if stateful:
+        assert not any(_mixes(x, real) for x in seen), f"{name}: a D call held real and fake images together"
+    elif family_name == "gan":  # the notes' MLP D: the shortcut, one call over both (exact: see above)
+        assert any(_mixes(x, real) for x in seen)
+
+
+def test_wgan_generator_update_leaves_the_critics_gradients_alone() -> None:
+    config = small_config("wgan-gp", **{"loss.n_critic": 1})
+    torch.manual_seed(0)
+    model = build_model("wgan-gp", config.model)
+    trainer = trainer_for(record_of("wgan-gp"))
+    opts = trainer.make_optimizers(model, config)
+    after_critic: dict = {}
+    opts["opt_d"].register_step_post_hook(
+        lambda *a: after_critic.update(grads=[p.grad.clone() for p in model.discriminator.parameters()])
+    )
+    trainer.step(model, torch.rand(8, 1, 28, 28) * 2 - 1, opts, config.loss, 0)  # a critic step, then G's
+    for before, p in zip(after_critic["grads"], model.discriminator.parameters()):
+        assert torch.equal(before, p.grad)  # G's loss put nothing into the critic's .grad

@@ -65,6 +65,104 @@ def gan_step(model: nn.Module, imgs: torch.Tensor, opt_g, opt_d, hinge: bool = F
     return g_loss.item(), d_loss.item()
 
 
+def sn_dcgan_step(model: nn.Module, imgs: torch.Tensor, opt_g, opt_d, hinge: bool = True) -> tuple[float, float]:
+    """Miyato et al.'s SN-DCGAN updater (chainer-gan-lib dcgan/updater.py): D(x) and D(G(z)) in two calls,
+    G's loss and D's from those same scores; G updates, then D (the fakes unchained)."""
+    z = torch.randn(imgs.size(0), model.config.latent_dim, device=imgs.device)
+    fake = model.generator(z)
+    y_real, y_fake = model.discriminator(imgs, logits=True), model.discriminator(fake, logits=True)
+    if hinge:
+        loss_dis = F.relu(1 - y_real).mean() + F.relu(1 + y_fake).mean()
+        loss_gen = -y_fake.mean()
+    else:  # their softplus form of BCE on logits
+        loss_dis = F.softplus(-y_real).mean() + F.softplus(y_fake).mean()
+        loss_gen = F.softplus(-y_fake).mean()
+    opt_g.zero_grad()
+    opt_d.zero_grad()
+    # Chainer's cleargrads + backward per network: each loss's gradient into its own network only.
+    loss_gen.backward(inputs=list(model.generator.parameters()), retain_graph=True)
+    loss_dis.backward(inputs=list(model.discriminator.parameters()))
+    opt_g.step()
+    opt_d.step()
+    return loss_gen.item(), loss_dis.item()
+
+
+def dcgan_examples_step(model: nn.Module, imgs: torch.Tensor, opt_g, opt_d) -> tuple[float, float]:
+    """pytorch/examples' dcgan/main.py: (1) D on a real batch, then on the detached fakes, D steps;
+    (2) G through the updated D. BCELoss on the Sigmoid; D's loss the sum of the two."""
+    criterion = nn.BCELoss()
+    netG, netD = model.generator, model.discriminator  # noqa: N806 - the reference's names
+    b = imgs.size(0)
+    netD.zero_grad()
+    label = torch.full((b, 1), 1.0, device=imgs.device)
+    errD_real = criterion(netD(imgs), label)  # noqa: N806
+    errD_real.backward()
+    noise = torch.randn(b, model.config.latent_dim, device=imgs.device)
+    fake = netG(noise)
+    label.fill_(0.0)
+    errD_fake = criterion(netD(fake.detach()), label)  # noqa: N806
+    errD_fake.backward()
+    opt_d.step()
+    netG.zero_grad()
+    label.fill_(1.0)
+    errG = criterion(netD(fake), label)  # noqa: N806
+    errG.backward()
+    opt_g.step()
+    return errG.item(), (errD_real + errD_fake).item()
+
+
+def projection_step(model: nn.Module, imgs: torch.Tensor, labels: torch.Tensor, opt_g, opt_d) -> tuple[float, float]:
+    """Miyato & Koyama's updater (sngan_projection updater.py, n_dis = 1), hinge loss: G on fresh z and
+    classes drawn uniformly; then D on the real batch and on fresh fakes of freshly drawn classes."""
+    n, classes, latent = imgs.size(0), model.config.num_classes, model.config.latent_dim
+
+    def generate():
+        z = torch.randn(n, latent, device=imgs.device)
+        y = torch.randint(classes, (n,), device=imgs.device)
+        return model.generator(z, y), y
+
+    x_fake, y_fake = generate()
+    loss_gen = -model.discriminator(x_fake, y_fake, logits=True).mean()
+    model.generator.zero_grad()
+    loss_gen.backward()
+    opt_g.step()
+    dis_real = model.discriminator(imgs, labels, logits=True)
+    x_fake, y_fake = generate()
+    dis_fake = model.discriminator(x_fake.detach(), y_fake, logits=True)
+    loss_dis = F.relu(1.0 - dis_real).mean() + F.relu(1.0 + dis_fake).mean()
+    model.discriminator.zero_grad()
+    loss_dis.backward()
+    opt_d.step()
+    return loss_gen.item(), loss_dis.item()
+
+
+def factorvae_step(model: nn.Module, imgs: torch.Tensor, opt_vae, opt_d, kld_weight: float, beta: float, gamma: float,
+                   recon_sum: bool = False) -> float:  # fmt: skip
+    """disentanglement_lib's factor_vae.py: the VAE loss + gamma * TC from D's logits, D's BCE on the batch's
+    codes against the same codes permuted per dimension; both steps from one state. The Bernoulli NLL as
+    the config weighs it (per-pixel mean unless recon_sum)."""
+    recons, x, mu, logvar, z = model(imgs, return_z=True)
+    recon = F.binary_cross_entropy_with_logits(recons, x, reduction="none").flatten(1).sum(1).mean()
+    recon = recon if recon_sum else recon / x[0].numel()
+    kl = torch.mean(0.5 * torch.sum(mu**2 + logvar.exp() - 1 - logvar, dim=1))
+    logits = model.discriminator(z)
+    tc = (logits[:, 0] - logits[:, 1]).mean()
+    loss = recon + kld_weight * (beta * kl + gamma * tc)
+    order = torch.argsort(torch.rand(z.shape), dim=0)
+    shuffled = torch.gather(z.detach(), 0, order)
+    d_loss = 0.5 * (
+        F.cross_entropy(model.discriminator(z.detach()), torch.zeros(len(z), dtype=torch.long))
+        + F.cross_entropy(model.discriminator(shuffled), torch.ones(len(z), dtype=torch.long))
+    )
+    opt_vae.zero_grad()
+    opt_d.zero_grad()
+    loss.backward(inputs=model.vae_parameters(), retain_graph=True)
+    d_loss.backward(inputs=list(model.discriminator.parameters()))
+    opt_vae.step()
+    opt_d.step()
+    return loss.item()
+
+
 def notes_gan_step(gan: GAN, imgs: torch.Tensor, opt_g, opt_d) -> tuple[float, float]:
     """The notes' GAN iteration as written (BCE on the Sigmoid), torch.randn in place of np.random.normal."""
     return gan_step(gan, imgs, opt_g, opt_d)
@@ -96,7 +194,18 @@ def _vae(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
 
 
 def _gan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
-    return gan_step(model, imgs, opt_g, opt_d, getattr(loss, "adversarial", "bce") == "hinge", labels)[1]
+    hinge = getattr(loss, "adversarial", "bce") == "hinge"
+    if any(nn.utils.parametrize.is_parametrized(m) for m in model.discriminator.modules()):  # SNGAN
+        return sn_dcgan_step(model, imgs, opt_g, opt_d, hinge)[1]
+    return gan_step(model, imgs, opt_g, opt_d, hinge, labels)[1]
+
+
+def _dcgan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
+    return dcgan_examples_step(model, imgs, opt_g, opt_d)[1]
+
+
+def _cgan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
+    return projection_step(model, imgs, labels, opt_g, opt_d)[1]
 
 
 def _wgan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
@@ -105,7 +214,11 @@ def _wgan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
 
 # By training algorithm (a family record's `trainer`): (model, imgs, opt_g, opt_d, step, loss, labels) -> a loss;
 # a VAE's optimiser is opt_g.
-TEXTBOOK = {"vae": _vae, "cvae": _vae, "gan": _gan, "cgan": _gan, "wgan": _wgan}
+def _factorvae(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
+    return factorvae_step(model, imgs, opt_g, opt_d, loss.kld_weight, loss.beta, loss.gamma_tc, loss.recon_sum)
+
+
+TEXTBOOK = {"vae": _vae, "cvae": _vae, "gan": _gan, "dcgan": _dcgan, "cgan": _cgan, "wgan": _wgan, "factorvae": _factorvae}
 
 
 class PILDataset(torch.utils.data.Dataset):

@@ -228,7 +228,12 @@ def bench_zoo(name: str, device: torch.device, batch_size: int, steps: int, repe
     fast = copy.deepcopy(plain)
     t, m = config.train, config.model
     adam = lambda module: torch.optim.Adam(module.parameters(), lr=t.lr, betas=t.betas, foreach=False)  # noqa: E731
-    p_g, p_d = (adam(plain), None) if record.kind == "vae" else (adam(plain.generator), adam(plain.discriminator))
+    if record.kind == "vae":  # a FactorVAE's discriminator has an optimiser of its own
+        vae_params = plain.vae_parameters() if hasattr(plain, "vae_parameters") else plain.parameters()
+        p_g = torch.optim.Adam(vae_params, lr=t.lr, betas=t.betas, foreach=False)
+        p_d = adam(plain.discriminator) if hasattr(plain, "discriminator") else None
+    else:
+        p_g, p_d = adam(plain.generator), adam(plain.discriminator)
     opts = trainer.make_optimizers(fast, config)
     shape = (m.in_channels, m.image_size, m.image_size) if record.kind == "vae" else m.img_shape
     x = torch.rand(batch_size, *shape, device=device) * 2 - 1

@@ -25,15 +25,30 @@ def _crop(images: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
     return crop_to(images, size) if size else images
 
 
+def _save(args: argparse.Namespace, images: torch.Tensor, nrow: int) -> Path:
+    """images as args.out (a grid enlarged args.scale times, or an array), refused first if too large to hold."""
+    from genlab.io import save_images
+    from genlab.limits import check_output
+
+    check_output(len(images), tuple(images.shape[1:]), Path(args.out).suffix, nrow, args.scale)
+    return save_images(args.out, images, nrow=nrow, scale=args.scale)
+
+
 @torch.no_grad()
 def cmd_sample(args: argparse.Namespace) -> int:
     from genlab.io import save_images
+    from genlab.limits import check_output, image_shape
+    from genlab.models import family
     from genlab.runs import load_run, load_stage2
-    from genlab.sampling import class_labels, draw
+    from genlab.sampling import class_labels, draw, standing_statistics
 
     if args.n <= 0:
         raise GenlabError(f"--n must be >= 1, got {args.n}")
-    config, model, state = load_run(args.run, args.device)
+    config, model, state = load_run(args.run, args.device, args.weights)
+    # Before drawing: the samples are drawn in chunks, but the output holds them all at once.
+    check_output(args.n, image_shape(family(config.family).kind, config.model), Path(args.out).suffix, scale=args.scale)
+    if args.bn == "standing":
+        standing_statistics(model, seed=args.seed)
     if args.stage2:
         model = load_stage2(args.run, config, model)
     labels, nrow = class_labels(args.class_, config.family, getattr(config.model, "num_classes", None), args.n)
@@ -61,20 +76,18 @@ def _vae_run(args: argparse.Namespace):
 
 @torch.no_grad()
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from genlab.io import save_images
     from genlab.latents import beside_reconstructions
 
     config, model, state, test, labels = _vae_run(args)
     cond = None if labels is None else labels[: args.n]
     pairs = beside_reconstructions(model, test.images[: args.n], config.data.binarize, cond)
-    out = save_images(args.out, _crop(pairs, state), nrow=8, scale=args.scale)
+    out = _save(args, _crop(pairs, state), nrow=8)
     print(f"genlab: wrote {len(pairs) // 2} test images beside their reconstructions to {out}")
     return 0
 
 
 @torch.no_grad()
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from genlab.io import save_images
     from genlab.latents import interpolate
 
     config, model, state, test, labels = _vae_run(args)
@@ -82,15 +95,16 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise GenlabError("interpolation needs at least two test images")
     cond = None if labels is None else labels[: 2 * args.pairs]
     images, n = interpolate(model, test.images[: 2 * args.pairs], config.data.binarize, args.steps, cond)
-    out = save_images(args.out, _crop(images, state), nrow=args.steps, scale=args.scale)
+    out = _save(args, _crop(images, state), nrow=args.steps)
     print(f"genlab: wrote {n} interpolations of {args.steps} steps to {out}")
     return 0
 
 
 @torch.no_grad()
 def cmd_traverse(args: argparse.Namespace) -> int:
-    from genlab.io import save_gif, save_images
+    from genlab.io import save_gif
     from genlab.latents import dim_inactive, there_and_back, traverse
+    from genlab.limits import check_output
     from genlab.models import family
     from genlab.runs import load_run, test_split
 
@@ -119,14 +133,26 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     if suffix == ".gif":
         grid = images.view(len(t.dims), t.steps, *images.shape[1:])
         frames = there_and_back([grid[:, s] for s in range(t.steps)])
+        check_output(len(t.dims), tuple(images.shape[1:]), suffix, len(t.dims), args.scale, len(frames), "--dims")
         out = save_gif(args.out, frames, nrow=len(t.dims), scale=args.scale)
     else:
-        out = save_images(args.out, images, nrow=t.steps, scale=args.scale)
+        out = _save(args, images, nrow=t.steps)
     if record.kind == "vae":
         rows = ", ".join(f"z{d} {k:.2f}" + ("" if a else " (inactive)") for d, k, a in zip(t.dims, t.kl, t.active))
         print(f"genlab: rows by KL (nats): {rows}")
     print(f"genlab: wrote a traversal of {len(t.dims)} dimensions over [-{args.range}, {args.range}] to {out}")
     return 0
+
+
+def add_sampling_flags(p) -> None:
+    """--weights and --bn: which generator a GAN run samples from, and with which BatchNorm statistics."""
+    from genlab.runs import WEIGHTS
+    from genlab.sampling import BN_MODES
+
+    p.add_argument("--weights", choices=WEIGHTS, default="auto",
+                   help="GAN: the raw generator, its EMA (train.ema), or the EMA where the run kept one (default)")  # fmt: skip
+    p.add_argument("--bn", choices=BN_MODES, default="eval",
+                   help="GAN: BatchNorm with the run's running statistics, or standing ones over 10,000 samples")  # fmt: skip
 
 
 def add_commands(sub) -> None:
@@ -144,6 +170,7 @@ def add_commands(sub) -> None:
     p.add_argument("--class", dest="class_", metavar="K|all", help="conditional runs: samples of class K, or a row per class")
     p.add_argument("--stage2", action="store_true", help="VAE: sample through the 2-Stage VAE's second stage (genlab stage2)")
     p.add_argument("--seed", type=int, default=0)
+    add_sampling_flags(p)
     p = run_command("reconstruct", "VAE: test images beside their reconstructions", cmd_reconstruct)
     p.add_argument("--n", type=int, default=32)
     p = run_command("interpolate", "VAE: decoded points on lines between pairs of test images", cmd_interpolate)

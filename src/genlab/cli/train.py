@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from genlab.configfile import load_config
+    from genlab.runlock import run_lock
+    from genlab.train.guards import check_new_run_folder
     from genlab.train.loop import train
     from genlab.train.resume import resumed_config
 
@@ -50,17 +53,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.family, args.config, overrides)
         run_dir = Path(args.out or f"runs/{args.family}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if (run_dir / "checkpoints").exists():
+        check_new_run_folder(run_dir)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 writes (and locks) the run folder
+    verb = f"--resume {run_dir}" if args.resume else f"--out {run_dir}"
+    with run_lock(run_dir, f"genlab train {args.family} {verb}") if main_rank else nullcontext():
+        if not args.resume and (run_dir / "checkpoints").exists():
             raise GenlabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
-    started = time.monotonic()
-    result = train(config, run_dir, resume=bool(args.resume), quiet=args.quiet)
-    wall = time.monotonic() - started
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
-        return 130 if result.reason == "interrupted" else 0
-    if config.train.report:
-        from genlab.report import write_run_report
+        started = time.monotonic()
+        result = train(config, run_dir, resume=bool(args.resume), quiet=args.quiet)
+        wall = time.monotonic() - started
+        if not main_rank:  # rank 0 speaks for the run
+            return 130 if result.reason == "interrupted" else 0
+        if config.train.report:
+            from genlab.report import write_run_report
 
-        write_run_report(run_dir)
+            write_run_report(run_dir)
     figures = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items() if k != "images_per_s")
     figures = figures or f"nothing logged yet (train.log_every={config.train.log_every})"
     print(f"genlab: {config.family} stopped ({result.reason}) at step {result.step}, "
@@ -70,7 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from genlab.sweep import parse_values, run_sweep
+    from genlab.runlock import run_lock
+    from genlab.sweep import check_sweep_folder, parse_values, run_sweep
 
     key, values = parse_values(args.values)
     if args.seeds < 1:
@@ -79,7 +87,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.data:
         overrides["data.dataset"] = args.data
     out = Path(args.out or f"runs/sweep-{key}-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = run_sweep(args.family, key, values, list(range(args.seeds)), out, args.config, overrides, args.time_budget)
+    check_sweep_folder(out)
+    with run_lock(out, f"genlab sweep {args.family} --values {args.values} --out {out}"):
+        summary = run_sweep(args.family, key, values, list(range(args.seeds)), out, args.config, overrides, args.time_budget)
     for row in summary["by_value"]:
         names = [n for n in ("neg_elbo", "recon", "mig", "factor_vae_score") if n in row]
         figures = ", ".join(f"{n} {row[n]:.3f} ± {row[n + '_std']:.3f}" for n in names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from genlab.errors import GenlabError
@@ -26,6 +27,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
         server = make_server(explorer, args.run, args.host, args.port)
     except OSError as e:
         raise GenlabError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e}); pick another --port") from None
+    if not server.local_only:
+        exposed = f"--host {args.host} lets anyone who can reach this machine decode with {args.run}'s model"
+        print(f"genlab: warning: {exposed} and download its test images, with no password; "
+              "leave --host out to keep them on this machine", file=sys.stderr)  # fmt: skip
     if args.bench:
         r = bench(server, explorer, args.bench)
         shape = "x".join(map(str, explorer.original_size))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from genlab.data.images import ImageData
@@ -15,14 +20,50 @@ from genlab.errors import DataError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 FOLDER_IMAGE_SIZE = 64  # the notes' model: an image folder trains at 64x64 unless the config says otherwise
+# What Pillow raises for a file that is not an image, or for an image too large to decode (a decompression
+# bomb: Pillow warns past Image.MAX_IMAGE_PIXELS, raised here as an error, and refuses past twice that).
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
+@functools.cache
+def image_formats() -> tuple[str, ...]:
+    """Pillow's formats for IMAGE_SUFFIXES, the only decoders a folder's files reach: a file named .png that
+    holds EPS is refused, not handed to the EPS plugin (which runs Ghostscript on it)."""
+    by_suffix = Image.registered_extensions()
+    return tuple(sorted({by_suffix[s] for s in IMAGE_SUFFIXES if by_suffix.get(s) in Image.OPEN}))
+
+
+@contextmanager
+def opened_image(path: Path) -> Iterator[Image.Image]:
+    """Image.open restricted to image_formats(), a decompression bomb raised (one of UNREADABLE) while open."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path, formats=image_formats()) as img:
+            yield img
+
+
+def walk_files(folder: Path) -> list[Path]:
+    """Every file under folder, at any depth (a stack, not recursion: a folder 1,500 levels deep is fine);
+    as with Path.rglob, links to folders are not followed and folders it may not read are passed over."""
+    files, stack = [], [str(folder)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as scan:
+                entries = list(scan)
+        except PermissionError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file():
+                files.append(Path(entry.path))
+    return files
 
 
 def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist; pass --data a folder of images or a built-in name")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(p for p in walk_files(folder) if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); check the path")
     return files
@@ -44,14 +85,14 @@ def folder_classes(folder: Path, files: list[Path]) -> list[int] | None:
 def decode_image(path: Path, channels: int, size: int, center_crop: int | None) -> np.ndarray:
     """One file -> (C, size, size) uint8: center crop, resize, convert mode. DataError if unreadable."""
     try:
-        with Image.open(path) as img:
+        with opened_image(path) as img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 # 16-bit grey: PIL's convert("L") would clip at 255; rescale to 8 bits instead.
                 array = np.asarray(img, dtype=np.float64) / 257.0
                 img = Image.fromarray(np.clip(array.round(), 0, 255).astype(np.uint8), "L")
             img = img.convert("RGB" if channels == 3 else "L")
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+    except UNREADABLE as e:
         raise DataError(f"{path}: not a readable image ({e}); remove it or set data.skip_bad_files = true") from None
     if min(img.size) < min(size, center_crop or size):
         raise DataError(
@@ -134,12 +175,12 @@ def folder_channels(folder: Path, probe: int = 64) -> int:
     """3 if any of the first `probe` images of folder is in colour, else 1 (grey)."""
     for path in list_images(folder)[:probe]:
         try:
-            with Image.open(path) as img:
+            with opened_image(path) as img:
                 mode = img.mode
                 if mode == "P":  # a palette image is grey only when its palette is
                     img = img.convert("RGB")
                     mode = "L" if np.ptp(np.asarray(img, dtype=np.int16), axis=2).max() == 0 else "RGB"
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        except UNREADABLE:
             continue  # unreadable files are reported when the data are decoded
         if mode not in GREY_MODES:
             return 3

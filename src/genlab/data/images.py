@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genlab.errors import DataError
+from genlab.limits import require
 
 
 @dataclass
@@ -39,7 +40,10 @@ class Factors:
 
 def fit_images(images: Tensor, channels: int, size: int, mode: str = "pad") -> Tensor:
     """uint8 (N, C, H, W) -> uint8 (N, channels, size, size): gray<->RGB, then centre pad or resize."""
-    c = images.shape[1]
+    n, c = images.shape[:2]
+    if images.shape[1:] != (channels, size, size):  # the fitted copy (and resize's chunks), before torch asks for it
+        require(2 * n * channels * size * size, f"{n:,} images fitted to {channels}x{size}x{size}", "lower model.image_size",
+                DataError)  # fmt: skip
     if c == 1 and channels == 3:
         images = images.expand(-1, 3, -1, -1)
     elif c == 3 and channels == 1:
@@ -57,9 +61,10 @@ def fit_images(images: Tensor, channels: int, size: int, mode: str = "pad") -> T
         # Pad with 0 (-1 after scaling): the black background of the MNIST family.
         return F.pad(images, (left, size - w - left, top, size - h - top)).contiguous()
     out = []
-    for chunk in images.split(4096):
-        out.append(F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    return torch.cat(out).round().clamp(0, 255).to(torch.uint8)
+    for chunk in images.split(4096):  # back to uint8 chunk by chunk: floats of the whole set would be 4x the result
+        resized = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(resized.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
 
 
 def crop_to(images: Tensor, size: tuple[int, int]) -> Tensor:

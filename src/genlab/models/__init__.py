@@ -12,11 +12,12 @@ from typing import Any
 
 from torch import nn
 
-from genlab.config import GANLossConfig, VAELossConfig, WGANLossConfig
+from genlab.config import FactorVAELossConfig, GANLossConfig, VAELossConfig, WGANLossConfig
 from genlab.errors import ConfigError
 from genlab.models.cgan import CGAN, CGANConfig
 from genlab.models.cvae import CVAE, CVAEConfig
 from genlab.models.dcgan import DCGAN, DCGANConfig
+from genlab.models.factorvae import FactorVAE, FactorVAEConfig
 from genlab.models.gan import GAN, Discriminator, GANConfig, Generator
 from genlab.models.sngan import SNGAN, SNGANConfig
 from genlab.models.vae import VAEConfig, VanillaVAE
@@ -84,7 +85,7 @@ RADFORD = dict(lr=0.0002, betas=(0.5, 0.999))  # DCGAN's Adam, also SNGAN's sett
 register(Family("vae", VAEConfig, VanillaVAE, "vae", VAELossConfig, "vae", **NOTES, fuses_norm_act=True,
                 summary="the notes' VanillaVAE / β-VAE"))
 register(Family("gan", GANConfig, GAN, "gan", GANLossConfig, "gan", **RADFORD, summary="the notes' MLP GAN"))
-register(Family("dcgan", DCGANConfig, DCGAN, "gan", GANLossConfig, "gan", **RADFORD, summary="DCGAN (Radford et al. 2015)"))
+register(Family("dcgan", DCGANConfig, DCGAN, "gan", GANLossConfig, "dcgan", **RADFORD, summary="DCGAN (Radford et al. 2015)"))
 register(Family("sngan", SNGANConfig, SNGAN, "gan", GANLossConfig, "gan", **RADFORD, loss_defaults={"adversarial": "hinge"},
                 summary="SNGAN: spectral norm, hinge loss (Miyato et al. 2018)"))
 register(Family("wgan-gp", WGANGPConfig, WGANGP, "gan", WGANLossConfig, "wgan", lr=0.0001, betas=(0.0, 0.9),
@@ -93,6 +94,8 @@ register(Family("cgan", CGANConfig, CGAN, "gan", GANLossConfig, "cgan", **RADFOR
                 conditional=True, summary="class-conditional GAN, projection D (Miyato & Koyama 2018)"))
 register(Family("cvae", CVAEConfig, CVAE, "vae", VAELossConfig, "cvae", **NOTES, conditional=True, fuses_norm_act=True,
                 summary="class-conditional VAE (Sohn et al. 2015)"))
+register(Family("factorvae", FactorVAEConfig, FactorVAE, "vae", FactorVAELossConfig, "factorvae", lr=0.0001, betas=(0.9, 0.999),
+                summary="FactorVAE: a TC discriminator on permuted codes (Kim & Mnih 2018)"))
 # fmt: on
 
 __all__ = [

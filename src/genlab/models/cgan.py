@@ -1,27 +1,38 @@
-"""A class-conditional GAN: DCGAN's generator fed [z, one-hot(y)], and a projection discriminator.
+"""A class-conditional GAN after Miyato & Koyama (2018): class-conditional BatchNorm in G, a projection D.
 
-The discriminator is Miyato & Koyama's (2018) projection form on an SNGAN body: with phi(x) the
-features of its last map, D(x, y) = w . phi(x) + embed(y) . phi(x), spectral norm on every layer
-and on the class embedding, trained with the hinge loss. The generator takes the class as a one-hot
-code beside z (Mirza & Osindero 2014). Images come out at 28x28 or 4 * 2^k.
+G is DCGAN's generator whose BatchNorm layers are categorical conditional BatchNorm: a BatchNorm
+without its own affine, then a gain and a bias looked up per class (initialised 1 and 0), so the
+class reaches every layer (their `CategoricalConditionalBatchNormalization`). D is the projection
+discriminator on an SNGAN body: with phi(x) its features, D(x, y) = w . phi(x) + embed(y) . phi(x),
+spectral norm on every layer and on the class embedding, trained with the hinge loss.
+
+`generator = "onehot"` and `d_arch = "dcgan"` are genlab's first cGAN (G fed [z, one-hot(y)], D on
+DCGAN's body), kept so runs made with it load as they trained.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.models.dcgan import DCGANConfig, DCGANGenerator, conv_discriminator, init_weights, levels
+from genlab.models.sngan import D_ARCHS, standard_cnn
+
+GENERATORS = ("cbn", "onehot")
 
 
 @dataclass(frozen=True)
 class CGANConfig(DCGANConfig):
     latent_dim: int = 128
     num_classes: int = 10
+    generator: str = "cbn"
+    d_arch: str = "standard"
+    LEGACY: ClassVar[dict[str, Any]] = {"generator": "onehot", "d_arch": "dcgan"}
 
     def validate(self) -> None:
         from genlab.errors import ConfigError
@@ -29,6 +40,10 @@ class CGANConfig(DCGANConfig):
         super().validate()
         if self.num_classes < 2:
             raise ConfigError(f"model.num_classes must be >= 2, got {self.num_classes}")
+        if self.generator not in GENERATORS:
+            raise ConfigError(f"model.generator must be one of {', '.join(GENERATORS)}, got {self.generator!r}")
+        if self.d_arch not in D_ARCHS:
+            raise ConfigError(f"model.d_arch must be one of {', '.join(D_ARCHS)}, got {self.d_arch!r}")
 
 
 def balanced_labels(n: int, num_classes: int, device: torch.device | None = None) -> Tensor:
@@ -36,34 +51,69 @@ def balanced_labels(n: int, num_classes: int, device: torch.device | None = None
     return torch.arange(n, device=device) % num_classes
 
 
-class ConditionalGenerator(nn.Module):
-    """(z, y) -> DCGAN generator of [z, one_hot(y)]."""
+class ClassBatchNorm2d(nn.Module):
+    """BatchNorm2d without affine, then a per-class gain and bias: (B, C, H, W), (B,) -> (B, C, H, W)."""
 
-    def __init__(self, latent_dim: int, img_shape: Sequence[int], width: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_classes: int) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.net = DCGANGenerator(latent_dim + num_classes, img_shape, width)
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        shape = (x.size(0), -1, 1, 1)
+        return self.norm(x) * self.gain(labels).view(shape) + self.bias(labels).view(shape)
+
+
+class ConditionalGenerator(nn.Module):
+    """(z, y) -> images: DCGAN's generator with class-conditional BatchNorm ("cbn") or fed [z, one_hot(y)]."""
+
+    def __init__(self, latent_dim: int, img_shape: Sequence[int], width: int, num_classes: int, kind: str = "cbn") -> None:
+        super().__init__()
+        self.num_classes, self.kind = num_classes, kind
+        if kind == "cbn":
+            self.net = DCGANGenerator(latent_dim, img_shape, width, norm=lambda c: ClassBatchNorm2d(c, num_classes))
+            # init_weights drew N(0, 0.02) into the class embeddings too: the gains start at 1, the biases at 0.
+            for m in self.net.modules():
+                if isinstance(m, ClassBatchNorm2d):
+                    nn.init.ones_(m.gain.weight)
+                    nn.init.zeros_(m.bias.weight)
+        else:
+            self.net = DCGANGenerator(latent_dim + num_classes, img_shape, width)
 
     def _input(self, z: Tensor, labels: Tensor) -> Tensor:
-        return torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)
+        z = z.view(z.size(0), -1, 1, 1)
+        if self.kind == "cbn":
+            return z
+        return torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype).view(z.size(0), -1, 1, 1)], dim=1)
+
+    def _run(self, layers, x: Tensor, labels: Tensor) -> Tensor:
+        for layer in layers:
+            x = layer(x, labels) if isinstance(layer, ClassBatchNorm2d) else layer(x)
+        return x
 
     def stem(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The first block's activations, flattened (the explorer's principal directions); class 0 unless given."""
         labels = torch.zeros(len(z), dtype=torch.long, device=z.device) if labels is None else labels
-        return self.net.stem(self._input(z, labels))
+        return self._run(self.net.model[:3], self._input(z, labels), labels).flatten(1)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
-        return self.net(self._input(z, labels))
+        return self._run(self.net.model, self._input(z, labels), labels)
 
 
 class ProjectionDiscriminator(nn.Module):
     """(x, y) -> (B, 1): w . phi(x) + embed(y) . phi(x); a probability unless logits (hinge uses logits)."""
 
-    def __init__(self, img_shape: Sequence[int], width: int, num_classes: int) -> None:
+    def __init__(self, img_shape: Sequence[int], width: int, num_classes: int, arch: str = "standard") -> None:
         super().__init__()
-        body = conv_discriminator(img_shape, width, "spectral")
-        self.body = body[:-2]  # all but the final convolution and the flatten: phi(x) is the last map
-        start, k = levels(img_shape[-1])
-        features = width * 2 ** (k - 1) * start * start
+        if arch == "standard":
+            self.body, features = standard_cnn(img_shape, width)
+        else:
+            self.body = conv_discriminator(img_shape, width, "spectral")[:-2]  # phi(x): the last map, flattened below
+            start, k = levels(img_shape[-1])
+            features = width * 2 ** (k - 1) * start * start
         sn = nn.utils.parametrizations.spectral_norm
         self.linear = sn(nn.Linear(features, 1))
         self.embed = sn(nn.Embedding(num_classes, features))
@@ -77,13 +127,19 @@ class ProjectionDiscriminator(nn.Module):
 
 class CGAN(nn.Module):
     def __init__(
-        self, latent_dim: int = 128, img_shape: Sequence[int] = (1, 28, 28), width: int = 64, num_classes: int = 10
+        self,
+        latent_dim: int = 128,
+        img_shape: Sequence[int] = (1, 28, 28),
+        width: int = 64,
+        num_classes: int = 10,
+        generator: str = "cbn",
+        d_arch: str = "standard",
     ) -> None:
         super().__init__()
-        self.config = CGANConfig(latent_dim, tuple(img_shape), width, num_classes)
+        self.config = CGANConfig(latent_dim, tuple(img_shape), width, num_classes, generator, d_arch)
         self.config.validate()
-        self.generator = ConditionalGenerator(latent_dim, img_shape, width, num_classes)
-        self.discriminator = ProjectionDiscriminator(img_shape, width, num_classes)
+        self.generator = ConditionalGenerator(latent_dim, img_shape, width, num_classes, generator)
+        self.discriminator = ProjectionDiscriminator(img_shape, width, num_classes, d_arch)
 
     def sample(self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
         """n images of the given classes (default: every class in turn), in [-1, 1]."""

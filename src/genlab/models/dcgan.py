@@ -10,7 +10,7 @@ N(1, 0.02)). Sizes: 28 (7 -> 14 -> 28) and any 4 * 2^k (32, 64, ...).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,13 +49,20 @@ def levels(size: int) -> tuple[int, int]:
 
 
 def init_weights(module: nn.Module) -> None:
-    """The DCGAN paper's initialisation: N(0, 0.02) weights, BatchNorm scales N(1, 0.02), zero biases."""
+    """The DCGAN paper's initialisation: N(0, 0.02) weights, BatchNorm scales N(1, 0.02), zero biases.
+
+    A spectral-normed layer's `weight` is computed (W / sigma) on every access, so the draw goes into
+    the parametrisation's `original`, as Miyato et al.'s code initialises the unnormalised W.
+    """
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+            parametrized = nn.utils.parametrize.is_parametrized(m, "weight")
+            weight = m.parametrizations.weight.original if parametrized else m.weight
+            with torch.no_grad():
+                weight.normal_(0.0, 0.02)
+            if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -63,18 +70,24 @@ def init_weights(module: nn.Module) -> None:
 class DCGANGenerator(nn.Module):
     """z -> ConvT(k=start) to a start x start map -> [ConvT(4, 2, 1), BN, ReLU] x k -> C channels, Tanh."""
 
-    def __init__(self, latent_dim: int = 100, img_shape: Sequence[int] = (1, 28, 28), width: int = 64) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        img_shape: Sequence[int] = (1, 28, 28),
+        width: int = 64,
+        norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
         self.latent_dim, self.img_shape = latent_dim, tuple(img_shape)
         start, k = levels(self.img_shape[-1])
         chans = [width * 2 ** (k - 1 - i) for i in range(k)]  # e.g. k=3: 4w, 2w, w
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(latent_dim, chans[0], start, 1, 0, bias=False),
-            nn.BatchNorm2d(chans[0]),
+            norm(chans[0]),
             nn.ReLU(inplace=True),
         ]
         for a, b in zip(chans, chans[1:]):
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), norm(b), nn.ReLU(inplace=True)]
         layers += [nn.ConvTranspose2d(chans[-1], self.img_shape[0], 4, 2, 1), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         init_weights(self)

@@ -2,9 +2,11 @@
 
 A VAE's aggregate posterior q(z) = E_x q(z|x) does not match its prior N(0, I), so decoding prior
 draws lands where the decoder was never trained; that, more than the decoder, makes samples blurry.
-The second stage learns q(z) itself: an MLP VAE on the first stage's posterior means u, with a
-learned shared output variance gamma (the paper's key to letting it fit the codes closely). Sampling
-goes through both: z2 ~ N(0, I) -> u = decoder2(z2) -> x = decoder1(u).
+The second stage learns q(z) itself: an MLP VAE on codes u ~ q(z|x) of the training images (drawn
+afresh each batch), with a learned shared output variance gamma (the paper's key to letting it fit
+the codes closely) and the input beside the last hidden layer of both MLPs (their encoder2 and
+decoder2 concatenate it). Sampling goes through both, with the output noise the model learned:
+z2 ~ N(0, I) -> u ~ N(decoder2(z2), gamma I) -> x = decoder1(u) (their generate()).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class Stage2Config:
     latent_dim: int = 64  # the first stage's latent size: the codes u it models
     hidden_dim: int = 1024  # the paper's second stage: 3 layers of 1024 units
     depth: int = 3
+    skip: bool = True  # the input beside the last hidden layer (False: genlab's first second stage)
+    noise: bool = True  # sample u ~ N(decoder2(z2), gamma I), not its mean
 
     def validate(self) -> None:
         from genlab.errors import ConfigError
@@ -41,24 +45,35 @@ def _mlp(inputs: int, hidden: int, depth: int) -> nn.Sequential:
 class Stage2VAE(nn.Module):
     """u (B, d) -> MLP encoder -> mu2, logvar2 (B, d); z2 -> MLP decoder -> u_hat (B, d), N(u_hat, gamma I)."""
 
-    def __init__(self, latent_dim: int = 64, hidden_dim: int = 1024, depth: int = 3) -> None:
+    def __init__(self, latent_dim: int = 64, hidden_dim: int = 1024, depth: int = 3, skip: bool = True, noise: bool = True):
         super().__init__()
-        self.config = Stage2Config(latent_dim, hidden_dim, depth)
+        self.config = Stage2Config(latent_dim, hidden_dim, depth, skip, noise)
         self.config.validate()
+        heads = hidden_dim + latent_dim if skip else hidden_dim
         self.encoder = _mlp(latent_dim, hidden_dim, depth)
-        self.fc_mu, self.fc_var = nn.Linear(hidden_dim, latent_dim), nn.Linear(hidden_dim, latent_dim)
-        self.decoder = nn.Sequential(_mlp(latent_dim, hidden_dim, depth), nn.Linear(hidden_dim, latent_dim))
+        self.fc_mu, self.fc_var = nn.Linear(heads, latent_dim), nn.Linear(heads, latent_dim)
+        self.decoder = nn.Sequential(_mlp(latent_dim, hidden_dim, depth), nn.Linear(heads, latent_dim))
         self.log_gamma = nn.Parameter(torch.zeros(()))  # learned: the decoder's shared log variance
 
+    def _beside(self, h: Tensor, x: Tensor) -> Tensor:
+        return torch.cat([x, h], dim=1) if self.config.skip else h
+
+    def decode(self, z: Tensor) -> Tensor:
+        mlp, out = self.decoder
+        return out(self._beside(mlp(z), z))
+
     def forward(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        h = self.encoder(u)
+        h = self._beside(self.encoder(u), u)
         mu, logvar = self.fc_mu(h), self.fc_var(h)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        return self.decoder(z), mu, logvar
+        return self.decode(z), mu, logvar
 
     def sample_codes(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         z = torch.randn(n, self.config.latent_dim, device=self.log_gamma.device, generator=generator)
-        return self.decoder(z)
+        u = self.decode(z)
+        if self.config.noise:
+            u = u + torch.exp(0.5 * self.log_gamma) * torch.randn(u.shape, device=u.device, generator=generator)
+        return u
 
 
 def stage2_loss(model: Stage2VAE, u: Tensor) -> dict[str, Tensor]:

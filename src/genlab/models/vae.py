@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from genlab.models.layers import ConvBlock, Downsample2x, ToImage2d, Upsample2x
+from genlab.models.vae_nets import ARCHS, input_multiple, mlp_nets, size_hint, standard_nets
 
 DEFAULT_HIDDEN_DIMS = (32, 64, 128, 256, 512)
 
@@ -28,12 +29,16 @@ class VAEConfig:
     # "gaussian": Tanh output in [-1, 1] and the notes' MSE; "bernoulli": logits over binarized pixels;
     # "sigma": the Tanh output as the mean of a Gaussian whose shared variance is learned (sigma-VAE).
     decoder: str = "gaussian"
+    # "notes": the notes' BatchNorm conv net (hidden_dims); "standard": Burgess et al. / Locatello et al.'s
+    # conv net; "mlp": Chen et al.'s MLP (models/vae_nets.py). hidden_dims belong to "notes" only.
+    arch: str = "notes"
 
     @staticmethod
     def input_multiple(values: dict) -> int:
         """What the image size must be a multiple of, for the [model] values given: 2 per encoder block."""
-        dims = values.get("hidden_dims")
-        return 2 ** len(dims if isinstance(dims, (list, tuple)) else DEFAULT_HIDDEN_DIMS)
+        dims, arch = values.get("hidden_dims"), values.get("arch", "notes")
+        dims = dims if isinstance(dims, (list, tuple)) else DEFAULT_HIDDEN_DIMS
+        return input_multiple(arch if arch in ARCHS else "notes", dims)
 
     def validate(self) -> None:
         from genlab.errors import ConfigError
@@ -42,14 +47,17 @@ class VAEConfig:
             raise ConfigError("model.in_channels must be >= 1")
         if self.latent_dim <= 0:
             raise ConfigError(f"model.latent_dim must be >= 1, got {self.latent_dim}")
+        if self.arch not in ARCHS:
+            raise ConfigError(f"model.arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if not self.hidden_dims or any(h <= 0 for h in self.hidden_dims):
             raise ConfigError("model.hidden_dims must be a non-empty list of positive integers")
-        factor = 2 ** len(self.hidden_dims)
+        if self.arch != "notes" and tuple(self.hidden_dims) != DEFAULT_HIDDEN_DIMS:
+            raise ConfigError(f"model.hidden_dims sets the notes' network; model.arch = {self.arch!r} has its own: drop it")
+        factor = input_multiple(self.arch, self.hidden_dims)
         if self.image_size <= 0 or self.image_size % factor:
             raise ConfigError(
                 f"model.image_size={self.image_size} must be a positive multiple of {factor} "
-                f"(the encoder halves it {len(self.hidden_dims)} times); use e.g. "
-                f"{max(factor, round(self.image_size / factor) * factor)} or fewer hidden_dims"
+                f"({size_hint(self.arch, self.hidden_dims, self.image_size)})"
             )
         if self.decoder not in ("gaussian", "bernoulli", "sigma"):
             raise ConfigError(f"model.decoder must be 'gaussian', 'bernoulli' or 'sigma', got {self.decoder!r}")
@@ -86,14 +94,26 @@ class VanillaVAE(nn.Module):
         hidden_dims: Sequence[int] | None = None,
         image_size: int = 64,
         decoder: str = "gaussian",
+        arch: str = "notes",
     ) -> None:
         super().__init__()
         hidden = tuple(DEFAULT_HIDDEN_DIMS if hidden_dims is None else hidden_dims)  # never the caller's list
-        self.config = VAEConfig(in_channels, latent_dim, hidden, image_size, decoder)
+        self.config = VAEConfig(in_channels, latent_dim, hidden, image_size, decoder, arch)
         self.config.validate()
         self.latent_dim = latent_dim
+        if decoder == "sigma":
+            # sigma-VAE (Rybkin et al. 2021): log sigma of the decoder's shared Gaussian, a running mean of
+            # each training batch's optimal value; saved with the weights, it is what likelihoods use.
+            self.register_buffer("log_sigma", torch.zeros(()))
+        if arch != "notes":
+            build = standard_nets if arch == "standard" else mlp_nets
+            modules, self.bottom = build(in_channels, latent_dim, image_size, tanh=decoder != "bernoulli")
+            for name, module in modules.items():
+                setattr(self, name, module)
+            return
         # The notes hard-code 2x2 (64 / 2**5); derive it so 28->32, 32 and 128 pixel inputs work too.
         self.bottom_size = image_size // 2 ** len(hidden)
+        self.bottom = (hidden[-1], self.bottom_size, self.bottom_size)  # what decoder_input's output is viewed as
         flat = hidden[-1] * self.bottom_size**2
 
         channels = (in_channels, *hidden)
@@ -111,10 +131,6 @@ class VanillaVAE(nn.Module):
         if decoder != "bernoulli":
             head.append(nn.Tanh())  # pixels live in [-1, 1]
         self.final_layer = ConvBlock(*head)
-        if decoder == "sigma":
-            # sigma-VAE (Rybkin et al. 2021): log sigma of the decoder's shared Gaussian, a running mean of
-            # each training batch's optimal value; saved with the weights, it is what likelihoods use.
-            self.register_buffer("log_sigma", torch.zeros(()))
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(B, C, H, W) -> mu, log_var, each (B, latent_dim)."""
@@ -130,7 +146,7 @@ class VanillaVAE(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         """(B, latent_dim) -> (B, C, H, W): pixels in [-1, 1], or Bernoulli logits for decoder='bernoulli'."""
-        h = self.decoder_input(z).view(-1, self.config.hidden_dims[-1], self.bottom_size, self.bottom_size)
+        h = self.decoder_input(z).view(-1, *self.bottom)
         return self.final_layer(self.decoder(h))
 
     def forward(self, x: Tensor, return_z: bool = False) -> tuple[Tensor, ...]:

@@ -31,6 +31,7 @@ class Trainer:
     log_keys: tuple[str, ...]
     charts: dict[str, tuple[tuple[str, ...], float | None]] = field(default_factory=dict)  # report: title -> keys, line
     health: Callable[[dict[str, float], dict[str, Any], int], str | None] = no_warning  # a warning to print, or None
+    distributed: bool = True  # whether its step runs under torchrun (DDP)
 
 
 def trainer_for(record: Family) -> Trainer:

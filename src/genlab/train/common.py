@@ -20,6 +20,13 @@ from genlab.models import layers
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def own_gradients(network: nn.Module, other: nn.Module) -> list[Tensor] | None:
+    """The parameters a loss's backward may stop at: network's, unless `other` is under DDP, whose reducer
+    waits for the gradients of every forward it saw (there the full backward runs, its extra gradients
+    zeroed by the other network's next update)."""
+    return None if isinstance(other, DistributedDataParallel) else list(network.parameters())
+
+
 def unwrap(module: nn.Module) -> nn.Module:
     """The model inside torch.compile and DistributedDataParallel wrappers."""
     module = getattr(module, "_orig_mod", module)
@@ -50,16 +57,25 @@ def make_precision(name: str, device: torch.device, optimizers: dict[str, Optimi
     return Precision(device.type, dtype, scalers)
 
 
-def update(opt: Optimizer, loss: Tensor, skip_nonfinite: bool = False, scaler: torch.amp.GradScaler | None = None) -> None:
-    """zero_grad, backward, step; with skip_nonfinite, no step for a NaN/Inf loss (one host sync)."""
+def update(
+    opt: Optimizer,
+    loss: Tensor,
+    skip_nonfinite: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
+    inputs: list[Tensor] | None = None,
+) -> None:
+    """zero_grad, backward, step; with skip_nonfinite, no step for a NaN/Inf loss (one host sync).
+
+    inputs: the only tensors whose gradients are computed (the optimiser's own network), or all.
+    """
     opt.zero_grad(set_to_none=True)
     if skip_nonfinite and not bool(loss.isfinite()):
         return
     if scaler is None:
-        loss.backward()
+        loss.backward(inputs=inputs)
         opt.step()
         return
-    scaler.scale(loss).backward()  # fp16: scale up so small gradients do not flush to zero
+    scaler.scale(loss).backward(inputs=inputs)  # fp16: scale up so small gradients do not flush to zero
     scaler.step(opt)  # skips the step when the unscaled gradients hold inf/NaN
     scaler.update()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Adam, Optimizer
 
@@ -55,12 +55,17 @@ def gan_step(
         return _two_forwards(model, real, z, optimizers, loss, skip_nonfinite, amp)
     opt_g, opt_d = optimizers["opt_g"], optimizers["opt_d"]
     # The notes' G step scores G(z) with D, then their D step scores the same detached G(z) with the
-    # same D (D is not updated in between): one D forward over [real; G(z)] serves both. Each
-    # loss then takes gradients into its own network only, which is the notes' update exactly.
+    # same D (D is not updated in between), so one scoring of G(z) serves both losses, and each loss
+    # takes gradients into its own network only: the notes' update exactly. Where D keeps no state
+    # between calls, one forward over [real; G(z)] also equals its two calls (tested). A D with batch
+    # statistics would pool real and fake in one batch, and spectral norm runs a power iteration per
+    # call: those D see the real and the fake batch apart, as Miyato et al.'s SN-DCGAN updater does.
     with amp.autocast():
         fake = g(z)
-        scores = d(torch.cat([real, fake]), logits=loss.logits)
-        real_scores, fake_scores = scores.float().split(real.size(0))
+        if one_forward_is_exact(d):
+            real_scores, fake_scores = d(torch.cat([real, fake]), logits=loss.logits).float().split(real.size(0))
+        else:
+            real_scores, fake_scores = d(real, logits=loss.logits).float(), d(fake, logits=loss.logits).float()
         g_loss = g_objective(fake_scores, loss)  # 1. G: make D call the fakes real
         d_loss = d_objective(real_scores, fake_scores, loss)  # 2. D: real -> 1, fakes -> 0, averaged
     opt_g.zero_grad(set_to_none=True)
@@ -75,6 +80,21 @@ def gan_step(
     return _outputs(g_loss, d_loss, real_scores, fake_scores, loss.logits)
 
 
+def has_batch_statistics(module: nn.Module) -> bool:
+    """Whether a forward pass mixes the samples of a batch (BatchNorm in training mode)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def has_spectral_norm(module: nn.Module) -> bool:
+    """Whether a forward pass changes the module's state (spectral norm's power iteration in training)."""
+    return any(nn.utils.parametrize.is_parametrized(m) for m in module.modules())
+
+
+def one_forward_is_exact(d: nn.Module) -> bool:
+    """Whether D over [real; fake] in one call gives what D(real) and D(fake) give in two."""
+    return not has_batch_statistics(d) and not has_spectral_norm(d)
+
+
 def _two_forwards(
     model: GAN, real: Tensor, z: Tensor, optimizers: dict[str, Optimizer], loss: GANLossConfig, skip: bool, amp: Precision
 ) -> dict[str, Tensor]:
@@ -87,7 +107,8 @@ def _two_forwards(
         g_loss = g_objective(d(fake, logits=loss.logits), loss)
     update(opt_g, g_loss, skip, amp.scaler("opt_g"))
     with amp.autocast():
-        # One forward over both halves: D has no batch statistics, so this equals two calls, and DDP needs one.
+        # One forward over both halves, as DDP needs one per backward: exact for the notes' MLP D; for a
+        # spectral-norm D it runs one power iteration where the two calls run two.
         scores = d(torch.cat([real, fake.detach()]), logits=loss.logits)  # detach: no gradient into G
         real_scores, fake_scores = scores.float().split(real.size(0))
         d_loss = d_objective(real_scores, fake_scores, loss)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 from contextlib import contextmanager
@@ -25,6 +26,30 @@ def check_writable(run_dir: Path, need_bytes: int) -> None:
         raise GenlabError(
             f"{run_dir}: only {free >> 20} MiB free, checkpoints need ~{need_bytes >> 20} MiB; free space or choose another --out"
         )
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A folder genlab train made: checkpoints/, or a config.json that names a model family."""
+    if (folder / "checkpoints").is_dir():
+        return True
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "family" in config
+
+
+def check_new_run_folder(folder: Path) -> None:
+    """--out is new, empty or a genlab run: never write config.json, metrics.jsonl, status.json and
+    report.html over someone else's files."""
+    from genlab.runlock import LOCK
+
+    if not folder.is_dir() or is_run_folder(folder):
+        return  # a file there, or an unwritable parent, is check_writable's to report
+    found = sorted(p.name for p in folder.iterdir() if p.name != LOCK)
+    if found:
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise GenlabError(f"--out {folder} holds files that are not a genlab run ({shown}); choose a new or empty folder")
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from genlab import checkpoint as ckpt
+from genlab.checkpoint import EMA_FILE
 from genlab.config import RunConfig
 from genlab.data import iterate_batches
 from genlab.errors import GenlabError
@@ -46,7 +47,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     config, t, state, world = run.config, run.config.train, run.state, run.world
     flag: dict[str, int] = {}
     started, reason = time.monotonic(), "done"
-    wall_before = state.wall_s
+    wall_before, cpu = state.wall_s, CPUClock(state.cpu_s, t.snapshots)
     bar = Progress(run.total, state.step, t.time_budget, quiet or not world.main, config.family)
     if run.compiling:
         bar.notice(f"genlab: the first step compiles {run.compiling}: ~15 s the first time, ~3 s once cached")
@@ -55,7 +56,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
     def save() -> None:
         bad.check()
         rng, cuda_rng = gather_rng(world, run.device)
-        state.wall_s = wall_before + time.monotonic() - started
+        state.wall_s, state.cpu_s = wall_before + time.monotonic() - started, cpu.now()
         extra = {
             "rng": rng,
             "cuda_rng": cuda_rng,
@@ -64,7 +65,13 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
             "scalers": {k: sc.state_dict() for k, sc in run.amp.scalers.items()},
         }
         if run.files:
-            run.files.checkpoint(run.model, config, state.to_checkpoint() | extra)
+            run.files.checkpoint(run.model, config, state.to_checkpoint() | extra, modules(run))
+
+    def snapshot(at: float) -> None:  # the weights alone, for scoring quality against CPU-seconds
+        state.cpu_s = cpu.now()
+        if run.files:
+            kept = {k: getattr(state, k) for k in ("step", "epoch", "batch", "original_size", "cpu_s", "world_size")}
+            run.files.checkpoint(run.model, config, kept, modules(run), where=run.run_dir / "snapshots" / f"cpu-{at:g}s")
 
     def pictures(name: str) -> None:
         if run.files:
@@ -80,6 +87,10 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
                 out = run.trainer.step(run.engine, step_input(run, batch), run.optimizers, config.loss, state.step,
                                        skip_nonfinite=t.nan_policy == "skip", amp=run.amp)  # fmt: skip
                 bad.add(out)
+                if run.ema is not None:
+                    run.ema.update_parameters(run.model.generator)
+                for at in cpu.passed():
+                    snapshot(at)
                 state.step += 1
                 state.batch += 1
                 bar.update(state.step)
@@ -111,6 +122,31 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
         print(f"genlab: stopped by {name} at step {state.step}, checkpoint saved; "
               f"resume with: genlab train {config.family} --resume {run.run_dir}", file=sys.stderr)  # fmt: skip
     return result
+
+
+class CPUClock:
+    """CPU-seconds of training (this process, all threads), earlier invocations included; and the snapshot
+    times (train.snapshots) passed since the last look."""
+
+    def __init__(self, before: float, snapshots: tuple[float, ...]) -> None:
+        self.before, self.started = before, time.process_time()
+        self.pending = sorted(s for s in snapshots if s > before)
+
+    def now(self) -> float:
+        return self.before + time.process_time() - self.started
+
+    def passed(self) -> list[float]:
+        if not self.pending or self.now() < self.pending[0]:
+            return []
+        now = self.now()
+        done = [s for s in self.pending if s <= now]
+        self.pending = self.pending[len(done) :]
+        return done
+
+
+def modules(run: Training) -> dict:
+    """What a checkpoint keeps beside the model's weights: the EMA generator, if any."""
+    return {EMA_FILE: run.ema} if run.ema is not None else {}
 
 
 def step_input(run: Training, batch):
@@ -190,7 +226,7 @@ def finish(run: Training, reason: str, wall_before: float) -> TrainResult:
     identical = check_identical(run.model, world)
     if run.files:
         wall = round(state.wall_s or wall_before, 1)
-        status = {"steps": state.step, "epochs": state.epoch, "reason": reason, "wall_s": wall}
+        status = {"steps": state.step, "epochs": state.epoch, "reason": reason, "wall_s": wall, "cpu_s": round(state.cpu_s, 1)}
         ckpt.save_json(run.run_dir / "status.json", status | {"finished": time.strftime("%Y-%m-%d %H:%M:%S %z")})
         if world.distributed:
             run.files.log({"step": state.step, "epoch": state.epoch, "world_size": world.size, "ranks_identical": identical})

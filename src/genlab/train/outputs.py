@@ -17,6 +17,7 @@ from genlab.io import save_grid
 from genlab.latents import dim_inactive, traverse
 from genlab.models import family
 from genlab.train import Trainer
+from genlab.train.resume import checkpoint_metadata
 
 
 class RunFiles:
@@ -38,9 +39,13 @@ class RunFiles:
                 if isinstance(v, float):
                     self.writer.add_scalar(k, v, record["step"])
 
-    def checkpoint(self, model, config: RunConfig, state: dict[str, Any]) -> Path:
+    def checkpoint(
+        self, model, config: RunConfig, state: dict[str, Any], extra: dict | None = None, where: Path | None = None
+    ) -> Path:
+        """A checkpoint in the run folder (or a snapshot folder `where`), with extra modules beside the weights."""
         try:
-            return ckpt.save_checkpoint(self.run_dir, model, config.to_dict(), state)
+            metadata = checkpoint_metadata(config)
+            return ckpt.save_checkpoint(where or self.run_dir, model, config.to_dict(), state, metadata, extra)
         except OSError as e:
             raise GenlabError(
                 f"cannot write a checkpoint in {self.run_dir} ({e.strerror or e}); the last complete one is kept: "

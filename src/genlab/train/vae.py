@@ -9,7 +9,7 @@ from torch.optim import Adam, Optimizer
 from genlab.config import RunConfig, VAELossConfig
 from genlab.data import ImageData, vae_input
 from genlab.latents import beside_reconstructions
-from genlab.losses import sigma_vae_loss, tc_decomposition, vae_loss
+from genlab.losses import gaussian_kl, sigma_vae_loss, tc_decomposition, vae_loss
 from genlab.models.vae import VanillaVAE
 from genlab.train import Trainer
 from genlab.train.common import FP32, Precision, unwrap, update
@@ -55,14 +55,26 @@ def loss_terms(
 ) -> dict[str, Tensor]:
     """The configured objective: the notes' (β-)VAE loss, capacity annealing, β-TCVAE, or the σ-VAE's."""
     if decoder == "sigma":
-        return sigma_vae_loss(recons, x, mu, log_var, loss.beta)
+        return sigma_vae_loss(recons, x, mu, log_var, loss.beta, max(loss.margin, 0))
     if loss.loss_type != "tcvae":
-        return vae_loss(recons, x, mu, log_var, loss.kld_weight, loss.beta, capacity(loss, step), loss.gamma, decoder)
-    # β-TCVAE (Chen et al. 2018): the KL's three parts weighted alpha, beta, gamma_dwkl, in kld_weight units.
-    out = vae_loss(recons, x, mu, log_var, loss.kld_weight, 0.0, None, loss.gamma, decoder)
-    parts = {k: v.mean() for k, v in tc_decomposition(z.float(), mu.float(), log_var.float(), loss.dataset_size).items()}
-    penalty = loss.alpha * parts["mi"] + loss.beta * parts["tc"] + loss.gamma_dwkl * parts["dwkl"]
+        return vae_loss(recons, x, mu, log_var, loss.kld_weight, loss.beta, capacity(loss, step), loss.gamma, decoder,
+                        loss.recon_sum)  # fmt: skip
+    # β-TCVAE (Chen et al. 2018), in kld_weight units: the KL's three parts weighted alpha, beta, gamma_dwkl,
+    # or (tc_form "analytic", disentanglement_lib) the closed-form KL plus (beta - 1) times the TC estimate.
+    out = vae_loss(recons, x, mu, log_var, loss.kld_weight, 0.0, None, loss.gamma, decoder, loss.recon_sum)
+    terms = tc_decomposition(z.float(), mu.float(), log_var.float(), loss.dataset_size, loss.estimator)
+    parts = {k: v.mean() for k, v in terms.items()}
+    beta = tc_weight(loss, step)
+    if loss.tc_form == "analytic":
+        penalty = gaussian_kl(mu.float(), log_var.float()).mean() + (beta - 1) * parts["tc"]
+    else:
+        penalty = loss.alpha * parts["mi"] + beta * parts["tc"] + loss.gamma_dwkl * parts["dwkl"]
     return {**out, "loss": out["loss"] + loss.kld_weight * penalty, **{k: v.detach() for k, v in parts.items()}}
+
+
+def tc_weight(loss: VAELossConfig, step: int) -> float:
+    """β-TCVAE's weight on TC at a step: beta, or during loss.tc_warmup steps beta * step / tc_warmup."""
+    return loss.beta if not loss.tc_warmup else loss.beta * min(1.0, step / loss.tc_warmup)
 
 
 def vae_step(

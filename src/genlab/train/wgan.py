@@ -11,7 +11,7 @@ from genlab.config import WGANLossConfig
 from genlab.data import ImageData, to_float
 from genlab.losses import gradient_penalty
 from genlab.train import Trainer
-from genlab.train.common import FP32, Precision, update
+from genlab.train.common import FP32, Precision, own_gradients, update
 from genlab.train.gan import make_optimizers, pictures, prepare
 
 LOG_KEYS = ("d_loss", "g_loss", "gp", "w_estimate")
@@ -44,8 +44,8 @@ def wgan_step(
     if (step + 1) % loss.n_critic == 0:
         with amp.autocast():
             g_loss = -d(g(z)).float().mean()
-        update(optimizers["opt_g"], g_loss, skip_nonfinite, amp.scaler("opt_g"))
-    # g_loss also left gradients in D's .grad; D's next update zeroes them before its own backward.
+        # Into G's parameters only (Algorithm 1 updates theta with the gradient of -D(G(z)) in theta).
+        update(optimizers["opt_g"], g_loss, skip_nonfinite, amp.scaler("opt_g"), inputs=own_gradients(g, d))
     return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "gp": gp.detach(), "w_estimate": w.detach()}
 
 

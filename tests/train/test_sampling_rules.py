@@ -1,0 +1,83 @@
+"""The sampling rules the field uses: an EMA of G's weights, standing BatchNorm statistics; and snapshots of a
+run at CPU-seconds of its training."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genlab import checkpoint as ckpt
+from genlab.cli import main
+from genlab.configfile import load_config
+from genlab.errors import ConfigError
+from genlab.models import build_model
+from genlab.runs import load_run
+from genlab.sampling import standing_statistics
+
+from conftest import assert_same_state, train_args
+
+
+def test_the_ema_generator_is_the_running_average_saved_beside_g_and_resumes_exactly(idx_data: Path, tmp_path: Path) -> None:
+    ema = ["--set", "train.ema=0.9"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(train_args("dcgan", idx_data, whole, "--max-steps", "6", *ema)) == 0
+    assert main(train_args("dcgan", idx_data, split, "--max-steps", "3", *ema)) == 0
+    assert main(["train", "dcgan", "--resume", str(split), "--max-steps", "6", "--quiet"]) == 0
+    assert_same_state(whole, split)
+    a, b = (ckpt.load_weights(ckpt.find_checkpoint(r), ckpt.EMA_FILE) for r in (whole, split))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the EMA resumed exactly too
+    assert a["n_averaged"].item() == 6
+    _, raw, _ = load_run(str(whole), "cpu", "raw")
+    _, averaged, state = load_run(str(whole), "cpu", "ema")
+    assert state["weights"] == "ema"
+    assert not torch.equal(raw.generator.model[0].weight, averaged.generator.model[0].weight)
+    torch.testing.assert_close(averaged.generator.model[0].weight, ckpt.ema_generator_weights(a)["model.0.weight"])
+    for weights in ("raw", "ema"):
+        out = tmp_path / f"{weights}.npy"
+        assert main(["sample", str(whole), "--n", "4", "--weights", weights, "--out", str(out)]) == 0
+    assert not np.array_equal(np.load(tmp_path / "raw.npy"), np.load(tmp_path / "ema.npy"))
+
+
+def test_ema_is_refused_where_there_is_no_generator_or_none_was_kept(tiny_runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    with pytest.raises(ConfigError, match="averages a GAN generator"):
+        load_config("vae", None, {"train.ema": 0.999})
+    assert main(["sample", str(tiny_runs["gan"]), "--weights", "ema", "--out", str(tmp_path / "x.png")]) == 2
+    assert "keeps no EMA generator" in capsys.readouterr().err
+    assert main(["sample", str(tiny_runs["gan"]), "--out", str(tmp_path / "x.png")]) == 0  # auto: the raw G
+
+
+def test_standing_statistics_are_the_plain_average_over_fresh_samples() -> None:
+    config = load_config("dcgan", None, {"model.width": 4, "model.latent_dim": 8})
+    torch.manual_seed(0)
+    model = build_model("dcgan", config.model)
+    norm = model.generator.model[1]
+    norm.running_mean.fill_(5.0)  # statistics a training run left behind
+    reference = copy.deepcopy(model)
+    standing_statistics(model, n=64, batch_size=16, seed=3)
+    assert not model.generator.training and norm.momentum == reference.generator.model[1].momentum
+    # By hand: the same four batches of z, the first layer's per-channel means averaged.
+    gen = torch.Generator().manual_seed(3)
+    first = reference.generator.model[0]
+    means = [first(torch.randn(16, 8, generator=gen).view(16, -1, 1, 1)).mean((0, 2, 3)) for _ in range(4)]
+    torch.testing.assert_close(norm.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_snapshots_are_kept_at_cpu_seconds_of_training_and_score_like_runs(idx_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = train_args("gan", idx_data, run, "--epochs", "1000", "--max-steps", "400", "--set", "train.snapshots=[0.2, 0.5]")
+    assert main(args) == 0
+    status = json.loads((run / "status.json").read_text())
+    snaps = sorted(p.name for p in (run / "snapshots").iterdir())
+    assert snaps == ["cpu-0.2s", "cpu-0.5s"], snaps
+    steps = []
+    for name in snaps:
+        config, _, state = load_run(str(run / "snapshots" / name), "cpu")
+        assert config.family == "gan" and 0 < state["step"] < status["steps"]
+        steps.append(state["step"])
+    assert steps == sorted(steps) and status["cpu_s"] >= 0.5
+    assert main(["eval", str(run / "snapshots" / snaps[0]), "--n", "32", "--json", str(tmp_path / "e.json")]) == 0
