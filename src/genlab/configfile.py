@@ -238,6 +238,8 @@ def check_combination(record: Family, config: RunConfig) -> None:
             f'model.decoder = "sigma" trains the ELBO in nats with loss.beta on the KL; loss.loss_type = '
             f'"{config.loss.loss_type}" weighs in the notes\' per-pixel units: set loss.loss_type = "beta"'
         )
+    if config.train.factor_metrics_every and record.kind != "vae":
+        raise ConfigError(f"train.factor_metrics_every scores a VAE's codes; {record.name} has no encoder: drop it")
     if config.train.ema and record.kind != "gan":
         raise ConfigError(f"train.ema averages a GAN generator's weights; {record.name} has none: drop it")
     loss = config.loss

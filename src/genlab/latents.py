@@ -8,6 +8,9 @@ the seed image's class (VAE) or the one asked for.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +55,89 @@ def encode(
         mus.append(mu.float().cpu())
         logvars.append(logvar.float().cpu())
     return torch.cat(mus).numpy().astype(np.float64), torch.cat(logvars).numpy().astype(np.float64)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of model for inference with each Conv2d -> BatchNorm2d pair of a Sequential as one Conv2d.
+
+    In eval mode BatchNorm is an affine map per channel, so it folds into the convolution before it: the
+    same function, to float rounding, without a pass over every activation (~15% of a 32x32 encode).
+    """
+    folded = copy.deepcopy(model).eval()
+    for block in folded.modules():
+        if not isinstance(block, nn.Sequential):
+            continue
+        for i in range(len(block) - 1):
+            conv, norm = block[i], block[i + 1]
+            if not (isinstance(conv, nn.Conv2d) and type(norm) is nn.BatchNorm2d and norm.track_running_stats):
+                continue
+            scale = (norm.weight if norm.affine else 1.0) / torch.sqrt(norm.running_var + norm.eps)
+            shift = norm.bias if norm.affine else 0.0
+            with torch.no_grad():
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias = nn.Parameter((bias - norm.running_mean) * scale + shift)
+            block[i + 1] = nn.Identity()
+    return folded
+
+
+def encode_batch_size(image_size: int) -> int:
+    """Images per encoder call when encoding many: small enough that a batch's activations stay in cache.
+
+    Measured on 2 AVX-512 cores, the beta_vae_shapes encoder at 32x32: 128-256 images a call ran at
+    ~12k images/s, 1024 (encode's default) at ~9k, 4096 at ~7k.
+    """
+    return max(32, 256 * 32 * 32 // (image_size * image_size))
+
+
+def encode_chunks(
+    model: nn.Module, chunks: Iterable[Tensor], n: int, binarize: bool, batch_size: int | None = None, bf16: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and log-variances (n, D), float32, of n uint8 images arriving in chunks: one pass, the
+    images never all in memory; BatchNorm folded into the convolutions, batch_size by default from
+    encode_batch_size. bf16: the encoder under CPU bfloat16 autocast (the caller checks the codes)."""
+    device = next(model.parameters()).device
+    model = fold_batchnorm(model)
+    batch_size = batch_size or encode_batch_size(model.config.image_size)
+    mu_all = np.empty((n, model.latent_dim), dtype=np.float32)
+    logvar_all = np.empty((n, model.latent_dim), dtype=np.float32)
+
+    @torch.inference_mode()
+    def encode_batch(batch: Tensor, start: int) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            mu, logvar = model.encode(_input(model, batch, binarize).contiguous(memory_format=torch.channels_last))
+        mu_all[start : start + len(mu)] = mu.float().cpu().numpy()
+        logvar_all[start : start + len(mu)] = logvar.float().cpu().numpy()
+
+    # On the CPU, whole batches on a thread each with one torch thread apiece: with other work on the cores,
+    # torch's threads inside each convolution wait for one another (2 shared cores: ~480 images/s against ~3,000).
+    previous = torch.get_num_threads()
+    workers = previous if device.type == "cpu" else 1
+    torch.set_num_threads(1 if device.type == "cpu" else previous)
+    done = 0
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            for chunk in chunks:
+                if done + len(chunk) > n:
+                    raise ValueError(f"more than the {n} images announced")
+                starts = range(0, len(chunk), batch_size)
+                list(pool.map(encode_batch, [chunk[i : i + batch_size] for i in starts], [done + i for i in starts]))
+                done += len(chunk)
+    finally:
+        torch.set_num_threads(previous)
+    if done != n:
+        raise ValueError(f"{done} images arrived, {n} were announced")
+    return mu_all, logvar_all
+
+
+def label_dims(normalised_mi: np.ndarray, factor_names: Sequence[str], threshold: float = 0.1) -> list[str]:
+    """Each latent dimension's row label from its (D, K) normalised mutual information with the factors:
+    "carries <factor> (MI x)" for its largest entry, or "none" where no entry reaches threshold."""
+    labels = []
+    for row in np.asarray(normalised_mi, dtype=np.float64):
+        k = int(np.argmax(row)) if row.size else 0
+        labels.append(f"carries {factor_names[k]} (MI {row[k]:.2f})" if row.size and row[k] >= threshold else "none")
+    return labels
 
 
 @torch.no_grad()

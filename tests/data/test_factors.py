@@ -190,3 +190,61 @@ def test_factor_metrics_need_factor_data_and_traverse_needs_a_checkpoint(idx_dat
     assert main(args) == 0
     assert main(["traverse", str(gan), "--out", str(tmp_path / "g.npy"), "--steps", "5"]) == 0
     assert np.load(tmp_path / "g.npy").shape == (8 * 5, 1, 28, 28)  # a row per coordinate of z
+
+
+@pytest.mark.parametrize("size", [64, 32])
+def test_dsprites_stream_is_the_loaded_set_chunk_by_chunk(dsprites: Path, size: int) -> None:
+    train, test = load_dataset(DataConfig(dataset="dsprites", root=str(dsprites), image_size=size), 1, size)
+    stream = factor_sets.open_factor_stream("dsprites", str(dsprites), False, size)
+    assert len(stream) == 384 and stream.factors.sizes == TINY_SIZES and stream.original_size == (size, size)
+    chunks = list(stream.chunks(1, size, chunk=100))
+    assert [len(c) for c in chunks] == [100, 100, 100, 84] and all(c.dtype == torch.uint8 for c in chunks)
+    assert torch.equal(torch.cat(chunks), train.images)
+    validation = stream.validation(1, size)
+    assert torch.equal(validation.images, test.images) and np.array_equal(validation.factors.classes, test.factors.classes)
+
+
+def test_shapes_stream_renders_in_index_order_without_a_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = []
+    for i, block in enumerate(factor_sets.shapes_blocks(64)):
+        blocks.append(block)
+        if i == 2:
+            break
+    monkeypatch.setattr(factor_sets, "shapes_blocks", lambda size: iter(blocks))  # 3 of the 720 sprites
+    stream = factor_sets.open_factor_stream("shapes", str(tmp_path), False, 64)
+    got = torch.cat(list(stream.chunks(1, 32, chunk=1500)))
+    assert got.shape == (3 * 1024, 1, 32, 32) and not list(tmp_path.iterdir())  # nothing cached at 64x64
+    want = factor_sets.fit_images(torch.from_numpy(np.concatenate(blocks)).unsqueeze(1), 1, 32, "resize")
+    assert torch.equal(got, want)
+
+
+def test_resizing_in_chunks_is_resizing_at_once() -> None:
+    images = torch.randint(0, 256, (300, 1, 64, 64), dtype=torch.uint8)
+    assert torch.equal(factor_sets.resize_chunked(images, 32, chunk=128), factor_sets.fit_images(images, 1, 32, "resize"))
+
+
+@pytest.mark.slow
+def test_factor_eval_streams_reports_progress_and_the_new_fields(dsprites: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    data = ["--data", "dsprites", "--set", f"data.root={json.dumps(str(dsprites))}", "--set", "data.image_size=32"]
+    assert main(["train", "vae", *data, "--out", str(run), "--batch-size", "32", "--max-steps", "4", "--quiet", *TINY_VAE]) == 0
+    capsys.readouterr()
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(run), "--n", "64", "--k", "2", "--nll-n", "16", "--chen-samples", "50", "--json", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "genlab: eval: MIG (disentanglement_lib)" in printed.err and "genlab: eval: DCI" in printed.err
+    assert "genlab: eval:" not in printed.out and "MIG, Chen et al." in printed.out  # progress apart from the table
+    dis = json.loads(out.read_text())["disentanglement"]
+    assert np.array(dis["mutual_information"]["normalised"]).shape == (4, 5) and len(dis["latent_factors"]) == 4
+    assert 0.0 <= dis["mig_chen"] <= 1.0 and dis["mig_chen_detail"]["factors"] == ["scale", "orientation", "pos_x", "pos_y"]
+    assert dis["encoder"]["dtype"] in ("float32", "bfloat16") and dis["protocol"]["mig_chen"]["samples"] == 50
+
+
+def test_a_torn_or_foreign_shapes_cache_is_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "c.npy"
+    np.save(path, np.zeros((6, 4, 4), dtype=np.uint8))
+    offset = factor_sets._npy_data_offset(path, (6, 4, 4))
+    assert offset is not None and path.stat().st_size == offset + 96
+    assert factor_sets._npy_data_offset(path, (5, 4, 4)) is None  # another shape
+    path.write_bytes(path.read_bytes()[:-1])
+    assert factor_sets._npy_data_offset(path, (6, 4, 4)) is None  # torn

@@ -18,7 +18,7 @@ from genlab.eval.likelihood import elbo_and_iwae
 from genlab.eval.precision_recall import density_coverage, precision_recall
 from genlab.models import VanillaVAE
 
-from conftest import train_args, write_idx_dataset
+from conftest import small_config, train_args, write_idx_dataset
 
 
 def test_fd_matches_a_direct_scipy_computation() -> None:
@@ -210,3 +210,18 @@ def test_bernoulli_vae_on_binarized_data_trains_and_evaluates(idx_data: Path, tm
     assert main(["eval", str(run), "--n", "32", "--k", "8", "--nll-n", "8", "--json", str(tmp_path / "e.json")]) == 0
     lk = json.loads((tmp_path / "e.json").read_text())["likelihood"]
     assert lk["likelihood"].startswith("Bernoulli on pixels binarized") and 0 < lk["nll_iw"] <= lk["neg_elbo"] + 1e-6
+
+
+def test_a_long_likelihood_states_its_cost_up_front(monkeypatch) -> None:
+    from genlab.data import ImageData
+    from genlab.eval import evaluate as ev
+
+    config = small_config("vae")
+    model = VanillaVAE(1, 4, hidden_dims=(8, 16), image_size=32).eval()
+    test = ImageData(torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8), None, "toy", (32, 32))
+    lines: list[str] = []
+    ev.vae_likelihood(model, config, test, 8, 40, 0, batch_size=4, log=lines.append)
+    assert lines == []  # well under COST_NOTE_S: nothing to announce
+    monkeypatch.setattr(ev, "COST_NOTE_S", 0.0)
+    ev.vae_likelihood(model, config, test, 8, 40, 0, batch_size=4, log=lines.append)
+    assert len(lines) == 1 and "--k 40 over 8 images: ~" in lines[0] and "--k 4 is ~10x faster" in lines[0]

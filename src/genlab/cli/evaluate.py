@@ -6,28 +6,43 @@ import argparse
 import json
 from pathlib import Path
 
+from genlab.cli.pictures import add_sampling_flags
 from genlab.errors import GenlabError
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from genlab.eval.evaluate import evaluate, format_table
+    from genlab.data.factors import FACTOR_SETS, open_factor_stream
+    from genlab.eval.evaluate import evaluate, format_table, stderr_progress
     from genlab.io import atomic_write_bytes
     from genlab.models import family
-    from genlab.runs import load_run, load_stage2, splits
+    from genlab.runs import load_run, load_stage2, model_shape, splits
 
     for name in ("n", "k", "nll_n"):
         if getattr(args, name) <= 0:
             raise GenlabError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    config, model, state = load_run(args.run, args.device)
+    if args.chen_samples < 0:
+        raise GenlabError(f"--chen-samples must be >= 0 (0 skips Chen et al.'s MIG), got {args.chen_samples}")
+    config, model, state = load_run(args.run, args.device, args.weights)
+    if args.bn == "standing":
+        from genlab.sampling import standing_statistics
+
+        standing_statistics(model, seed=args.seed)
     record = family(config.family)
-    train, test = splits(config)
-    factor_data = train if getattr(train, "factors", None) is not None else None
+    if config.data.dataset in FACTOR_SETS:
+        # Read once, in chunks, never all at once: the whole set at 64x64 is 3 GB of uint8.
+        d = config.data
+        factor_data = open_factor_stream(d.dataset, d.root, d.download, d.image_size)
+        test = factor_data.validation(*model_shape(config))
+    else:
+        train, test = splits(config)
+        factor_data = train if getattr(train, "factors", None) is not None else None
     if record.kind == "vae" and not record.conditional and factor_data is None:
         print(f"genlab: {config.data.dataset} has no known factors: disentanglement metrics are the unsupervised part only")
     sampler = load_stage2(args.run, config, model) if args.stage2 else None
     result = evaluate(config, model, state, test, args.n, args.seed, args.nll_n, args.k, args.inception, factor_data,
-                      args.sampled, sampler=sampler)  # fmt: skip
+                      args.sampled, sampler=sampler, log=stderr_progress, chen_samples=args.chen_samples)  # fmt: skip
     result["run"] = str(args.run)
+    result["weights"], result["batchnorm"] = state["weights"], args.bn
     print(format_table(result))
     text = (json.dumps(result, indent=2) + "\n").encode()
     run = Path(args.run)
@@ -56,11 +71,11 @@ def cmd_stage2(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from genlab.config import DataConfig
     from genlab.data import load_dataset
-    from genlab.eval.evaluate import calibrate
+    from genlab.eval.evaluate import calibrate, stderr_progress
     from genlab.io import atomic_write_bytes
 
     train, test = load_dataset(DataConfig(dataset=args.data, root=args.root), 1, 28)
-    result = calibrate(train, test, args.n, args.seed)
+    result = calibrate(train, test, args.n, args.seed, log=stderr_progress)
     if "skipped" in result:
         raise GenlabError(result["skipped"])
     print(f"{'sample set':<24} {'FD':>9} {'precision':>9} {'recall':>7} {'density':>8} {'coverage':>8} {'IS-style':>9}")
@@ -77,13 +92,15 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     from genlab.config import DataConfig
     from genlab.data import load_dataset
     from genlab.eval.classifier import train_classifier
+    from genlab.eval.evaluate import stderr_progress
 
     train, test = load_dataset(DataConfig(dataset=args.data, root=args.root), 1, 28)
     if train.labels is None or test.labels is None:
         raise GenlabError(f"{args.data}: the classifier needs labelled IDX data (train and t10k label files)")
     meta = train_classifier(
-        train.images, train.labels, test.images, test.labels, args.out, args.data, args.epochs, seed=args.seed
-    )
+        train.images, train.labels, test.images, test.labels, args.out, args.data, args.epochs, seed=args.seed,
+        log=stderr_progress,
+    )  # fmt: skip
     print(f"genlab: classifier test accuracy {meta['test_accuracy']}, sha256 {meta['sha256']}, written to {args.out}")
     return 0
 
@@ -118,6 +135,9 @@ def add_commands(sub) -> None:
     p.add_argument("--json", help="also write the result to this JSON file")
     p.add_argument("--inception", action="store_true", help="also the standard Inception FID (needs pytorch-fid)")
     p.add_argument("--sampled", action="store_true", help="VAE: factor metrics on sampled z, not the posterior mean")
+    add_sampling_flags(p)
+    p.add_argument("--chen-samples", type=int, default=10_000,
+                   help="factor data: samples per entropy in Chen et al.'s MIG (theirs: 10000; 0 skips it)")  # fmt: skip
     p.add_argument("--stage2", action="store_true", help="VAE: samples through the 2-Stage VAE's second stage (genlab stage2)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)

@@ -121,13 +121,17 @@ def train_classifier(
     for epoch in range(epochs):
         model.train()
         order = epoch_order(len(train_images), seed, epoch)
-        for i in range(len(train_images) // batch_size):
+        steps = len(train_images) // batch_size
+        for i in range(steps):
             idx = order[i * batch_size : (i + 1) * batch_size]
             loss = F.cross_entropy(model(to_float(train_images[idx])), train_labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            if epoch == 0 and i == min(49, steps - 1) and steps > 100:  # the cost up front, from the first 50 steps
+                per_epoch = (time.monotonic() - started) / (i + 1) * steps
+                log(f"classifier: ~{per_epoch:.0f} s an epoch on this machine, ~{per_epoch * epochs / 60:.1f} min for {epochs}")
         acc = accuracy(model, test_images, test_labels)
         log(f"classifier epoch {epoch + 1}/{epochs}: test accuracy {acc:.4f} ({time.monotonic() - started:.0f}s)")
     meta = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,11 +16,11 @@ from genlab.config import RunConfig
 from genlab.data import ImageData, crop_to, to_float, vae_input
 from genlab.eval.classifier import FeatureClassifier, load_classifier, shipped_path
 from genlab.eval.classifier_score import class_histogram, classifier_score, collapse_warning
-from genlab.eval.factor_report import latent_report
+from genlab.eval.factor_report import CHEN_SAMPLES, Log, duration, latent_report
 from genlab.eval.frechet import frechet_distance_features
-from genlab.eval.likelihood import elbo_and_iwae
+from genlab.eval.likelihood import decode_chunk, elbo_and_iwae
 from genlab.eval.precision_recall import density_coverage, precision_recall
-from genlab.losses import decoder_variance
+from genlab.losses import decoder_variance, inside
 from genlab.models import family
 from genlab.sampling import generate, generated_labels
 
@@ -83,22 +84,52 @@ def find_classifier(config: RunConfig, test: ImageData) -> tuple[FeatureClassifi
     return classifier, meta, None
 
 
+COST_NOTE_S = 10.0  # a part expected to take longer says so before it starts
+
+
+def stderr_progress(line: str) -> None:
+    """One progress line on stderr ("genlab: eval: ..."), flushed: stdout keeps only the table and files written."""
+    print(f"genlab: {line}", file=sys.stderr, flush=True)
+
+
 @torch.no_grad()
 def vae_likelihood(
-    model: nn.Module, config: RunConfig, test: ImageData, n: int, k: int, seed: int, batch_size: int = 50
+    model: nn.Module,
+    config: RunConfig,
+    test: ImageData,
+    n: int,
+    k: int,
+    seed: int,
+    batch_size: int = 50,
+    log: Log | None = None,
 ) -> dict[str, Any]:
-    """Test-set ELBO, IW_k bound and reconstruction MSE, per image, with the decoder likelihood stated."""
+    """Test-set ELBO, IW_k bound and reconstruction MSE, per image, with the decoder likelihood stated.
+
+    log: told the expected cost, from the first batch's time, when it exceeds COST_NOTE_S."""
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     d = math.prod(test.images.shape[1:])
     var = None if model.config.decoder == "bernoulli" else decoder_variance(config.loss.kld_weight, d)
+    margin = 0
     if model.config.decoder == "sigma":
         var = math.exp(2 * float(model.log_sigma))  # calibrated in training
+        margin = max(getattr(config.loss, "margin", 0), 0)  # the data's own pixels, as in training
+        d = math.prod(inside(test.images[:1], margin).shape[1:])
     elbos, iws, kls, sq = [], [], [], []
     n = min(n, len(test))
+    if log is not None and n > 0:  # the cost up front, from one chunk of decodes (on a generator of its own)
+        x = vae_input(test.images[: min(batch_size, n)].to(device), model.config.decoder, config.data.binarize)
+        per_chunk = min(k, max(1, decode_chunk(x) // len(x)))
+        elbo_and_iwae(model, x, per_chunk, var, torch.Generator(device).manual_seed(seed), margin=margin)  # warm up
+        started = time.perf_counter()
+        elbo_and_iwae(model, x, per_chunk, var, torch.Generator(device).manual_seed(seed), margin=margin)
+        cost = (time.perf_counter() - started) * -(-k // per_chunk) * -(-n // batch_size)
+        if cost > COST_NOTE_S:
+            faster = f"; --k {k // 10} is ~10x faster" if k >= 20 else ""
+            log(f"eval: likelihood, --k {k} over {n} images: ~{duration(cost)} on this machine{faster}")
     for i in range(0, n, batch_size):
         x = vae_input(test.images[i : min(i + batch_size, n)].to(device), model.config.decoder, config.data.binarize)
-        elbo, iw, kl = elbo_and_iwae(model, x, k, var, gen)
+        elbo, iw, kl = elbo_and_iwae(model, x, k, var, gen, margin=margin)
         elbos.append(elbo.cpu())
         iws.append(iw.cpu())
         kls.append(kl.cpu())
@@ -147,6 +178,27 @@ def gan_health(model: nn.Module, test: ImageData, fake: Tensor) -> dict[str, flo
     return {"d_real": p_real.mean().item(), "d_fake": p_fake.mean().item(), "d_acc": acc.item()}
 
 
+@torch.no_grad()
+def swap_accuracy(
+    model: nn.Module, config: RunConfig, test: ImageData, classifier: FeatureClassifier, n: int, seed: int
+) -> float:
+    """A conditional VAE's use of its label: decode each test image's code mu(x, y) with another class y' and
+    take the share the classifier puts in y' (1: the label decides the class; ~0: z already carried it)."""
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    images, labels = test.images[:n], test.labels[:n]
+    classes = model.config.num_classes
+    swapped = (labels + torch.randint(1, classes, labels.shape, generator=gen)) % classes
+    hits = 0
+    for i in range(0, n, 500):
+        x = vae_input(images[i : i + 500].to(device), model.config.decoder, config.data.binarize)
+        mu, _ = model.encode(x, labels[i : i + 500].to(device))
+        out = model.to_image(model.decode(mu, swapped[i : i + 500].to(device))).cpu()
+        _, probs = classify(classifier, as_classifier_input(out, tuple(test.original_size)))
+        hits += (probs.argmax(1) == swapped[i : i + 500]).sum().item()
+    return hits / max(n, 1)
+
+
 def evaluate(
     config: RunConfig,
     model: nn.Module,
@@ -157,12 +209,23 @@ def evaluate(
     nll_n: int = 1000,
     k: int = 1000,
     inception: bool = False,
-    data: ImageData | None = None,
+    data: Any = None,
     sampled: bool = False,
     sampler: nn.Module | None = None,
+    log: Log | None = None,
+    chen_samples: int = CHEN_SAMPLES,
 ) -> dict[str, Any]:
-    """All metrics of a trained run, as one JSON-ready dict; data (the training split) for factor metrics."""
+    """All metrics of a trained run, as one JSON-ready dict; data (the training split, or a FactorStream of the
+    whole factor set) for factor metrics. log: one line per part with its time (e.g. stderr_progress)."""
     started = time.monotonic()
+    log = log or (lambda _: None)
+
+    def part(name: str, fn: Callable[[], Any]) -> Any:
+        t = time.monotonic()
+        value = fn()
+        log(f"eval: {name} ({time.monotonic() - t:.1f} s)")
+        return value
+
     n_ref = min(n, len(test))
     result: dict[str, Any] = {
         "run_step": state.get("step"),
@@ -176,33 +239,45 @@ def evaluate(
         "torch": torch.__version__,
         "sampler": "2-Stage VAE (second stage, then this VAE's decoder)" if sampler is not None else "the model's prior",
     }
-    fake = generate(sampler or model, n, seed)  # sampler: e.g. the 2-Stage VAE over this VAE
+    record = family(config.family)
     classifier, meta, why = find_classifier(config, test)
+    fake = None
+    if classifier is not None or record.kind != "vae" or inception:  # a VAE on other data scores no samples
+        fake = part(f"{n:,} samples drawn", lambda: generate(sampler or model, n, seed))  # sampler: e.g. the 2-Stage VAE
     if classifier is None:
         result["sample_quality"] = {"skipped": why}
     else:
         original = tuple(test.original_size)
         real = as_classifier_input(to_float(test.images[:n_ref]), original)
         labels = generated_labels(model, n)
-        quality = sample_quality(as_classifier_input(fake, original), real, classifier, labels=labels)
+        fake_input = as_classifier_input(fake, original)
+        quality = part("sample quality", lambda: sample_quality(fake_input, real, classifier, labels=labels))
         quality["features"] = {
             "network": f"genlab {meta.get('dataset')} classifier ({meta.get('feature_layer')})",
             "sha256": meta["sha256"],
             "test_accuracy": meta.get("test_accuracy"),
         }
+        quality["class_hist_tv_from_uniform"] = 0.5 * sum(abs(h - 1 / len(quality["class_hist"])) for h in quality["class_hist"])
+        quality["largest_class_share"] = max(quality["class_hist"])
+        if record.kind == "vae" and record.conditional and test.labels is not None:
+            quality["swap_accuracy"] = part("label swap", lambda: swap_accuracy(model, config, test, classifier, n_ref, seed))
         result["sample_quality"] = quality
-    record = family(config.family)
     if record.kind == "vae" and record.conditional:
         result["likelihood"] = {"skipped": "conditional VAE: likelihoods given the class are not computed yet"}
     elif record.kind == "vae":
-        result["likelihood"] = vae_likelihood(model, config, test, nll_n, k, seed)
-        result["disentanglement"] = latent_report(model, config.data.binarize, data or test, test, seed, sampled)
+        result["likelihood"] = part(
+            f"likelihood (k={k}, {min(nll_n, len(test))} images)",
+            lambda: vae_likelihood(model, config, test, nll_n, k, seed, log=log),
+        )
+        dis = latent_report(model, config.data.binarize, data or test, test, seed, sampled, log=log, chen_samples=chen_samples)
+        log(f"eval: disentanglement ({dis['seconds'].get('total', dis['seconds']['unsupervised']):.1f} s)")
+        result["disentanglement"] = dis
     else:
-        result["gan_health"] = gan_health(model, test, fake)
+        result["gan_health"] = part("discriminator health", lambda: gan_health(model, test, fake))
     if inception:
         from genlab.eval.inception import inception_fid
 
-        result["inception_fid"] = inception_fid(fake, to_float(test.images[:n_ref]))
+        result["inception_fid"] = part("Inception FID", lambda: inception_fid(fake, to_float(test.images[:n_ref])))
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 
@@ -226,6 +301,8 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append(("sample quality", q["skipped"]))
     if "conditional_accuracy" in q:
         rows.append(("conditional accuracy", f"{q['conditional_accuracy']:.3f} (samples the classifier puts in the asked class)"))
+    if "swap_accuracy" in q:
+        rows.append(("label swap accuracy", f"{q['swap_accuracy']:.3f} (test codes decoded with another class, put in it)"))
     if "skipped" in result.get("likelihood", {}):
         rows.append(("likelihood", result["likelihood"]["skipped"]))
     elif "likelihood" in result:
@@ -245,9 +322,14 @@ def format_table(result: dict[str, Any]) -> str:
             ("KL per dimension", " ".join(f"{v:.2f}" for v in sorted(kl, reverse=True))),
         ]
         if "mig" in dis:
-            d = dis["dci"]
+            d, carry = dis["dci"], dis.get("latent_factors", [])
+            rows.append((f"MIG / SAP ({dis['representation']})", f"{dis['mig']:.3f} / {dis['sap']:.3f}"))
+            if "mig_chen" in dis:
+                rows.append(("MIG, Chen et al. (4 factors, sampled z)", f"{dis['mig_chen']:.3f}"))
+            if carry:  # the dimensions that carry a factor; a 128-d code lists only those
+                some = [f"z{r['dim']} {r['label'].removeprefix('carries ')}" for r in carry if r["label"] != "none"]
+                rows.append(("dimensions carry", ", ".join([*some, f"{len(carry) - len(some)} others none"])))
             rows += [
-                (f"MIG / SAP ({dis['representation']})", f"{dis['mig']:.3f} / {dis['sap']:.3f}"),
                 ("DCI D / C / I", f"{d['disentanglement']:.3f} / {d['completeness']:.3f} / {d['informativeness']:.3f}"),
                 ("beta-VAE / FactorVAE score", f"{dis['beta_vae_score']:.3f} / {dis['factor_vae_score']:.3f}"),
                 ("factor metrics seconds", dis["seconds"]["total"]),
@@ -274,10 +356,11 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def calibrate(train: ImageData, test: ImageData, n: int = 10_000, seed: int = 0) -> dict[str, Any]:
+def calibrate(train: ImageData, test: ImageData, n: int = 10_000, seed: int = 0, log: Log | None = None) -> dict[str, Any]:
     """The scale of the sample-quality metrics on one data set: what real data, noise and a pixel Gaussian score.
 
-    Each "sample set" is compared with the first n test images in the shipped classifier's features.
+    Each "sample set" is compared with the first n test images in the shipped classifier's features;
+    log: a line per sample set with its time.
     """
     path = shipped_path(test.source)
     if path is None:
@@ -300,8 +383,11 @@ def calibrate(train: ImageData, test: ImageData, n: int = 10_000, seed: int = 0)
     }
     rows = {}
     for name, images in candidates.items():
+        t = time.monotonic()
         q = sample_quality(images, real, classifier)
         rows[name] = {k: q[k] for k in ("fd", "precision", "recall", "density", "coverage", "is_mean", "is_std")}
+        if log is not None:
+            log(f"calibrate: {name} scored against {n:,} test images ({time.monotonic() - t:.1f} s)")
     return {"n": n, "seed": seed, "reference": f"test split, first {n} images", "features_sha256": meta["sha256"], "rows": rows}
 
 

@@ -98,6 +98,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
                     bad.check()
                     log_window(run, bar, time.monotonic() - window_start)
                     window_start = time.monotonic()
+                if t.factor_metrics_every and state.step % t.factor_metrics_every == 0:
+                    log_factor_metrics(run)
                 if state.step >= run.total:
                     reason = "max_steps" if t.max_steps and state.step >= t.max_steps else reason
                     break
@@ -203,6 +205,15 @@ def log_window(run: Training, bar: Progress, elapsed: float) -> None:
         print(f"genlab: warning: {warning}", file=sys.stderr)
         run.files.log({"step": state.step, "epoch": state.epoch, "warning": warning})
     state.window, state.window_steps = {}, 0
+
+
+def log_factor_metrics(run: Training) -> None:
+    """Quick factor metrics (MIG, FactorVAE score, KL per dimension) of the model now, on factor data sets."""
+    from genlab.eval.factor_report import quick_factor_scores
+
+    if run.files and getattr(run.train_data, "factors", None) is not None:
+        scores = quick_factor_scores(run.model, run.train_data, run.config.data.binarize)
+        run.files.log({"step": run.state.step, "epoch": run.state.epoch, **scores})
 
 
 def end_epoch(run: Training) -> None:
