@@ -282,7 +282,7 @@ def make_handler(explorer: Explorer, page: bytes, request_timeout: float = REQUE
 
 
 def render_page(explorer: Explorer, run: str) -> bytes:
-    from genlab.report import asset, page
+    from genlab.templates import asset, page
 
     return page("explore.html.j2").render(run=run, family=explorer.family, css=asset("style.css")).encode()
 

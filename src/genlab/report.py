@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab.errors import GenlabError
+from genlab.templates import asset, page
 
 MAX_POINTS = 2000  # per curve: longer ones are thinned evenly (first and last kept)
 MAX_FRAMES = 40  # per picture slider: more epochs are thinned evenly (first and last kept)
@@ -342,22 +343,6 @@ def render(views: list[RunView]) -> str:
         views=views, eval_rows=rows, method_rows=method, config_rows=config_rows, hidden=hidden, data=data, show=show,
         version=__version__, css=asset("style.css"), charts_js=asset("charts.js"),
     )  # fmt: skip
-
-
-def asset(name: str):
-    """A file of genlab/web, to be put in the page as it is (CSS, JavaScript)."""
-    from importlib.resources import files
-
-    from markupsafe import Markup
-
-    return Markup(files("genlab").joinpath("web", name).read_text())
-
-
-def page(name: str):
-    """A Jinja2 template of genlab/web, HTML-escaping every value put in it."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    return Environment(loader=PackageLoader("genlab", "web"), autoescape=select_autoescape(["html", "j2"])).get_template(name)
 
 
 def write_report(paths: list[str | Path], out: str | Path) -> Path:

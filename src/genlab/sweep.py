@@ -8,6 +8,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,10 @@ def run_sweep(
     config_file: str | None,
     overrides: dict[str, Any],
     time_budget: float | None,
+    after_training: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
-    """Train every (value, seed) into out/KEY=VALUE/seedS (resuming an unfinished one), evaluate, summarise."""
-    from genlab.report import write_run_report
+    """Train every (value, seed) into out/KEY=VALUE/seedS (resuming an unfinished one), evaluate, summarise.
+    after_training(run_dir) runs after each training whose config asks for a report (the CLI writes it)."""
     from genlab.runlock import run_lock
     from genlab.train.loop import train
 
@@ -87,8 +89,8 @@ def run_sweep(
         started = time.monotonic()
         with run_lock(run_dir, f"genlab sweep {name}, training {run_dir}"):  # against a genlab train --resume of it
             result = train(config, run_dir, resume=resume, quiet=True)
-        if config.train.report:
-            write_run_report(run_dir)
+        if config.train.report and after_training is not None:
+            after_training(run_dir)
         row = {
             "value": value,
             "seed": seed,
@@ -117,6 +119,7 @@ def run_sweep(
         "by_value": aggregate(rows, values),
     }
     atomic_write_bytes(out / "sweep.json", (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_bytes(out / "sweep.md", table(summary).encode())
     draw(summary, out / "sweep.png")
     return summary
 
@@ -147,24 +150,77 @@ def measure(run_dir: Path) -> dict[str, Any]:
     return row
 
 
+FIGURES = ("neg_elbo", "recon", "kl", "mig", "factor_vae_score", "steps")
+
+
 def aggregate(rows: list[dict[str, Any]], values: list[Any]) -> list[dict[str, Any]]:
-    """Mean and standard deviation over seeds of each figure, per value."""
+    """Per value: each figure's per-seed values, median, mean and standard deviation over seeds, and the
+    value's β in the three conventions (they differ by seed only if the config does)."""
     out = []
     for value in values:
-        mine = [r for r in rows if r["value"] == value]
-        entry: dict[str, Any] = {"value": value, "n_seeds": len(mine)}
-        for name in ("neg_elbo", "recon", "kl", "mig", "factor_vae_score", "steps"):
+        mine = sorted((r for r in rows if r["value"] == value), key=lambda r: r["seed"])
+        entry: dict[str, Any] = {"value": value, "n_seeds": len(mine), "seeds": [r["seed"] for r in mine]}
+        for name in ("beta", "beta_sum", "beta_norm"):
+            if mine and name in mine[0]:
+                entry[name] = mine[0][name]
+        for name in FIGURES:
             xs = [r[name] for r in mine if name in r]
             if xs:
+                entry[f"{name}_per_seed"] = xs
+                entry[f"{name}_median"] = statistics.median(xs)
                 entry[name] = statistics.fmean(xs)
                 entry[f"{name}_std"] = statistics.stdev(xs) if len(xs) > 1 else 0.0
         out.append(entry)
     return out
 
 
+def representative(summary: dict[str, Any]) -> dict[str, Any]:
+    """The run the figure shows: of the value with the best median MIG (lowest median -ELBO without factor
+    data), the seed nearest that median, so the picture is a typical run of the best setting, not its luckiest."""
+    agg = [a for a in summary["by_value"] if a["n_seeds"]]
+    key, better = ("mig_median", max) if all("mig_median" in a for a in agg) else ("neg_elbo_median", min)
+    best = better(agg, key=lambda a: a[key])
+    figure = key.removesuffix("_median")
+    mine = [r for r in summary["rows"] if r["value"] == best["value"]]
+    return min(mine, key=lambda r: abs(r[figure] - best[key]))
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The sweep as a Markdown table: per value, β in the three conventions, medians and every seed's figure."""
+    agg = [a for a in summary["by_value"] if a["n_seeds"]]
+    factors = all("mig_median" in a for a in agg)
+
+    def cell(a: dict[str, Any], name: str, digits: int) -> str:
+        if f"{name}_median" not in a:
+            return "–"
+        seeds = ", ".join(f"{x:.{digits}f}" for x in a[f"{name}_per_seed"])
+        return f"**{a[f'{name}_median']:.{digits}f}** ({seeds})"
+
+    head = f"| {summary['key']} | β per image | β normalised | seeds | steps | KL, nats | −ELBO, nats |"
+    head += " MIG (dlib) | FactorVAE score |" if factors else ""
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for a in agg:
+        line = (
+            f"| {a['value']} | {a.get('beta_sum', float('nan')):.3g} | {a.get('beta_norm', float('nan')):.3g} | {a['n_seeds']} "
+            f"| {a['steps_median']:.0f} | {cell(a, 'kl', 2)} | {cell(a, 'neg_elbo', 1)} |"
+        )
+        if factors:
+            line += f" {cell(a, 'mig', 3)} | {cell(a, 'factor_vae_score', 3)} |"
+        lines.append(line)
+    notes = [
+        "",
+        "Bold: the median over seeds; in brackets each seed's figure, seeds in order. β per image weighs the summed KL "
+        "against the per-image reconstruction sum (Higgins et al.'s β); normalised: β · latent_dim / pixels "
+        "(comparable across image sizes). −ELBO and KL on the first "
+        f"{QUALITY_N} test images; MIG and FactorVAE score on the mean code with disentanglement_lib's protocol.",
+    ]
+    return "\n".join(lines + notes) + "\n"
+
+
 def draw(summary: dict[str, Any], path: Path) -> Path:
-    """β on the x axis, quality (-ELBO) on the left axis, MIG and FactorVAE score on the right; the best
-    model's traversal beside."""
+    """β on the x axis: -ELBO (quality) on the left axis and MIG / FactorVAE score (interpretability) on the
+    right, every seed a faint point and the medians joined; beside it the representative run's latent x
+    factor MI heat map and its traversal, each row labelled with the factor it carries."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,8 +229,18 @@ def draw(summary: dict[str, Any], path: Path) -> Path:
     agg = [a for a in summary["by_value"] if a["n_seeds"]]
     numeric = all(isinstance(a["value"], (int, float)) and not isinstance(a["value"], bool) for a in agg)
     x = np.array([float(a["value"]) if numeric else i for i, a in enumerate(agg)])
-    fig, (ax, ax_img) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
-    ax.errorbar(x, [a["neg_elbo"] for a in agg], yerr=[a["neg_elbo_std"] for a in agg], color="tab:blue", marker="o", capsize=3)
+    best = representative(summary)
+    heat = best.get("mutual_information")
+    widths = [3, 2, 2] if heat else [3, 2]
+    fig, axes = plt.subplots(1, len(widths), figsize=(4.2 * len(widths), 4.4), gridspec_kw={"width_ratios": widths})
+    ax = axes[0]
+
+    def series(axis, name: str, color: str, marker: str, label: str, ls: str = "-") -> None:
+        for xi, a in zip(x, agg):
+            axis.scatter([xi] * len(a[f"{name}_per_seed"]), a[f"{name}_per_seed"], color=color, alpha=0.35, s=14)
+        axis.plot(x, [a[f"{name}_median"] for a in agg], color=color, marker=marker, ls=ls, label=f"{label} (median)")
+
+    series(ax, "neg_elbo", "tab:blue", "o", "-ELBO")
     ax.set_xlabel(summary["key"])
     ax.set_ylabel("-ELBO, nats per image (lower: better quality)", color="tab:blue")
     if numeric and len(x) > 1 and x.min() > 0 and x.max() / x.min() >= 4:
@@ -182,24 +248,27 @@ def draw(summary: dict[str, Any], path: Path) -> Path:
     if not numeric:  # e.g. loss.loss_type: one tick per value
         ax.set_xticks(x, [str(a["value"]) for a in agg])
         ax.set_xlim(x.min() - 0.5, x.max() + 0.5)
-    if all("mig" in a for a in agg):
+    if all("mig_median" in a for a in agg):
         right = ax.twinx()
-        right.errorbar(
-            x, [a["mig"] for a in agg], yerr=[a["mig_std"] for a in agg], color="tab:red", marker="s", capsize=3, label="MIG"
-        )
-        fv, fv_std = [a["factor_vae_score"] for a in agg], [a["factor_vae_score_std"] for a in agg]
-        right.errorbar(x, fv, yerr=fv_std, color="tab:orange", marker="^", ls="--", capsize=3, label="FactorVAE score")
+        series(right, "mig", "tab:red", "s", "MIG")
+        series(right, "factor_vae_score", "tab:orange", "^", "FactorVAE score", ls="--")
         right.set_ylabel("disentanglement (higher: more interpretable)", color="tab:red")
         right.set_ylim(0, 1)
         right.legend(loc="upper left", fontsize=8)
-        best = max(summary["rows"], key=lambda r: r.get("mig", -1))
-    else:
-        best = min(summary["rows"], key=lambda r: r["neg_elbo"])
     seeds, budget = len(summary["seeds"]), summary["time_budget_s"]
     steps = sorted({r["steps"] for r in summary["rows"]})
     spent = f"{budget:g} s of training each" if budget else f"{'–'.join(map(str, steps[:: max(1, len(steps) - 1)]))} steps each"
-    ax.set_title(f"mean ± std over {seeds} seed(s), {spent}", fontsize=9)
-    _traversal_panel(ax_img, Path(best["run"]), f"{summary['key']}={best['value']}, seed {best['seed']}")
+    ax.set_title(f"{seeds} seed(s) per value (dots), medians joined; {spent}", fontsize=9)
+    label = f"{summary['key']}={best['value']}, seed {best['seed']}"
+    labels = None
+    if heat:
+        from genlab.figures import draw_mi_heatmap
+        from genlab.latents import label_dims
+
+        draw_mi_heatmap(axes[1], heat["normalised"], heat["factors"], heat["latent_dims"])
+        axes[1].set_title(f"MI(z_d; factor) / H(factor): {label}", fontsize=9)
+        labels = label_dims(np.array(heat["normalised"]), heat["factors"])
+    _traversal_panel(axes[-1], Path(best["run"]), label, labels)
     fig.tight_layout()
     import io
 
@@ -209,7 +278,7 @@ def draw(summary: dict[str, Any], path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def _traversal_panel(ax, run_dir: Path, label: str) -> None:
+def _traversal_panel(ax, run_dir: Path, label: str, factor_labels: list[str] | None = None) -> None:
     from genlab.data import crop_to
     from genlab.io import make_grid
     from genlab.latents import dim_inactive, traverse
@@ -221,6 +290,8 @@ def _traversal_panel(ax, run_dir: Path, label: str) -> None:
     grid = make_grid(crop_to(dim_inactive(t), test.original_size), nrow=t.steps)
     ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
     ax.set_yticks([3 + (grid.shape[0] - 4) / len(t.dims) * (i + 0.5) for i in range(len(t.dims))])
-    ax.set_yticklabels([f"z{d} ({k:.1f})" for d, k in zip(t.dims, t.kl)], fontsize=7)
+    names = [f"z{d} ({k:.1f})" + (f" {factor_labels[d].removeprefix('carries ')}" if factor_labels else "")
+             for d, k in zip(t.dims, t.kl)]  # fmt: skip
+    ax.set_yticklabels(names, fontsize=7)
     ax.set_xticks([])
-    ax.set_title(f"traversal, best MIG: {label}\nrows by KL (nats), dimmed: inactive", fontsize=9)
+    ax.set_title(f"traversal: {label}\nrows by KL (nats), each with the factor it carries; dimmed: inactive", fontsize=9)

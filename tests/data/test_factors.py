@@ -167,11 +167,20 @@ def test_factor_commands_end_to_end(dsprites: Path, tmp_path: Path, capsys) -> N
     sweep = tmp_path / "sweep"
     base = ["--set", f"data.root={json.dumps(str(dsprites))}", "--set", "data.image_size=32", "--set", "train.batch_size=32"]
     argv = ["sweep", "vae", "--data", "dsprites", "--values", "loss.beta=1,8", "--out", str(sweep), *base, *TINY_VAE]
-    assert main([*argv, "--set", "train.max_steps=12"]) == 0
+    assert main([*argv, "--seeds", "2", "--set", "train.max_steps=12"]) == 0
     summary = json.loads((sweep / "sweep.json").read_text())
     assert [row["value"] for row in summary["by_value"]] == [1, 8]
     assert all("mig" in row and "neg_elbo" in row for row in summary["rows"])
-    assert Image.open(sweep / "sweep.png").size[0] > 600
+    for agg in summary["by_value"]:  # every seed kept beside the median, and beta in each convention
+        mine = [r["mig"] for r in summary["rows"] if r["value"] == agg["value"]]
+        assert agg["mig_per_seed"] == mine and agg["seeds"] == [0, 1]
+        assert agg["mig_median"] == pytest.approx(sum(mine) / 2)
+        assert agg["beta"] == agg["value"] and agg["beta_norm"] == pytest.approx(agg["beta_sum"] * 4 / 32**2)
+    heat = summary["rows"][0]["mutual_information"]
+    assert heat["factors"] == list(factor_sets.FACTOR_NAMES) and len(heat["normalised"]) == 4
+    md = (sweep / "sweep.md").read_text()
+    assert md.startswith("| loss.beta |") and md.count("\n| ") == 2 and "median" in md  # a row per value
+    assert Image.open(sweep / "sweep.png").size[0] > 1000  # trade-off, heat map, labelled traversal
 
 
 def test_factor_metrics_need_factor_data_and_traverse_needs_a_checkpoint(idx_data: Path, tmp_path: Path, capsys) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from genlab.eval import disentanglement as dm
+from genlab.eval import mig_chen as mc
 
 SIZES = (10, 10, 10, 10, 10)  # five factors of ten values: a duplicated code has ten dimensions
 SMALL = {"num_train": 1000, "num_eval": 500}
@@ -122,7 +123,7 @@ def test_mixture_entropy_matches_a_float64_logsumexp() -> None:
     logvar[7, 0] = -90.0  # one posterior far narrower than its sample's: the float64 path
     eps = rng.standard_normal((3000, 3)).astype(np.float32)
     z, own = mu + np.exp(0.5 * logvar) * eps, -0.5 * eps**2 - 0.5 * logvar
-    got = dm.mixture_entropy(z[:200], own[:200], mu, logvar, block=1 << 12)  # many tiles
+    got = mc.mixture_entropy(z[:200], own[:200], mu, logvar, block=1 << 12)  # many tiles
     lv = logvar.astype(np.float64)
     log_q = -0.5 * ((z[:200, None] - mu[None]) ** 2 / np.exp(lv[None]) + lv[None] + math.log(2 * math.pi))
     want = -(logsumexp(log_q, axis=1) - math.log(3000)).mean(axis=0)
@@ -138,15 +139,15 @@ def grid_codes(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
 def test_chen_mig_on_synthetic_codes() -> None:
     codes, factors = grid_codes((4, 6, 8, 8))
     narrow = np.full(codes.shape, -8.0, dtype=np.float32)  # sigma 0.02, well inside a step of 4/7
-    aligned = dm.mig_chen(codes, narrow, factors, samples=2000)
+    aligned = mc.mig_chen(codes, narrow, factors, samples=2000)
     assert aligned["mig"] >= 0.95 and aligned["mutual_information"].shape == (4, 4)
     np.testing.assert_allclose(np.diag(aligned["normalised"]), 1.0, atol=0.05)
     rotation, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))
-    rotated = dm.mig_chen(codes @ rotation.T.astype(np.float32), narrow, factors, samples=2000)["mig"]
+    rotated = mc.mig_chen(codes @ rotation.T.astype(np.float32), narrow, factors, samples=2000)["mig"]
     assert rotated <= aligned["mig"] - 0.3
-    duplicated = dm.mig_chen(np.hstack([codes, codes]), np.hstack([narrow, narrow]), factors, samples=2000)["mig"]
+    duplicated = mc.mig_chen(np.hstack([codes, codes]), np.hstack([narrow, narrow]), factors, samples=2000)["mig"]
     assert duplicated <= 0.1  # two dimensions tie for every factor
-    constant = dm.mig_chen(np.zeros_like(codes), np.zeros_like(codes), factors, samples=2000)
+    constant = mc.mig_chen(np.zeros_like(codes), np.zeros_like(codes), factors, samples=2000)
     assert constant["mig"] <= 0.05 and (constant["mutual_information"] <= 0.05).all()
 
 
@@ -154,5 +155,5 @@ def test_chen_mig_work_counts_every_log_density() -> None:
     _, factors = grid_codes((2, 3, 4))
     # H(z): 24 samples x 24 posteriors; H(z | v_k = v): n_v samples x n_v posteriors for each value of each factor
     per_dim = 24 * 24 + 2 * 12 * 12 + 3 * 8 * 8 + 4 * 6 * 6
-    assert dm.mig_chen_work(factors, 10_000, 5) == 5 * per_dim
-    assert dm.mig_chen_work(factors, 10, 1) == 10 * 24 + 2 * 10 * 12 + 3 * 8 * 8 + 4 * 6 * 6  # samples capped at 10
+    assert mc.mig_chen_work(factors, 10_000, 5) == 5 * per_dim
+    assert mc.mig_chen_work(factors, 10, 1) == 10 * 24 + 2 * 10 * 12 + 3 * 8 * 8 + 4 * 6 * 6  # samples capped at 10

@@ -148,3 +148,25 @@ def test_vae_state_dict_keys_match_plain_convolutions() -> None:
 def test_gan_wrapper_holds_config() -> None:
     gan = GAN()
     assert gan.config.img_shape == (1, 28, 28) and gan.config.bn_eps == 0.8
+
+
+def test_cgan_generators_take_the_class_where_their_setting_says() -> None:
+    """"both" feeds the class at G's input (so it matters from the first step) and to every class BatchNorm;
+    the linear stem's bias per unit is a z-independent first map; bad settings are one-line ConfigErrors."""
+    from genlab.errors import ConfigError
+    from genlab.models.cgan import CGAN, ClassBatchNorm2d, LinearStem
+
+    torch.manual_seed(0)
+    z = torch.randn(4, 8).repeat(2, 1)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    for generator, stem, sees_label in [("both", "linear", True), ("onehot", "conv", True), ("cbn", "linear", False)]:
+        model = CGAN(latent_dim=8, width=4, generator=generator, stem=stem).eval()
+        first = model.generator.net.model[0]
+        assert isinstance(first, LinearStem) == (stem == "linear" and generator != "onehot")
+        assert any(isinstance(m, ClassBatchNorm2d) for m in model.generator.modules()) == (generator != "onehot")
+        with torch.no_grad():
+            out = model.generator(z, labels)
+        differs = not torch.allclose(out[:4], out[4:])
+        assert differs == sees_label, generator  # CBN alone starts label-blind: gains 1, biases 0
+    with pytest.raises(ConfigError, match="model.stem"):
+        CGAN(latent_dim=8, width=4, stem="dense")

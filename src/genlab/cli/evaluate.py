@@ -12,7 +12,8 @@ from genlab.errors import GenlabError
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from genlab.data.factors import FACTOR_SETS, open_factor_stream
-    from genlab.eval.evaluate import evaluate, format_table, stderr_progress
+    from genlab.eval.evaluate import evaluate, stderr_progress
+    from genlab.eval.table import format_table
     from genlab.io import atomic_write_bytes
     from genlab.models import family
     from genlab.runs import load_run, load_stage2, model_shape, splits
@@ -61,7 +62,9 @@ def cmd_stage2(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise GenlabError(f"--epochs must be >= 1, got {args.epochs}")
-    info = fit_stage2(args.run, epochs=args.epochs, seed=args.seed)
+    from genlab.eval.evaluate import stderr_progress
+
+    info = fit_stage2(args.run, epochs=args.epochs, seed=args.seed, log=stderr_progress)
     last = info["last"]
     print(f"genlab: second stage fitted on {info['codes']:,} codes in {info['seconds']:.0f} s: -ELBO {last['loss']:.2f} nats, "
           f"gamma {last['gamma']:.3g}; sample with: genlab sample {args.run} --stage2")  # fmt: skip

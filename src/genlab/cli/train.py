@@ -77,6 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from genlab.report import write_run_report
     from genlab.runlock import run_lock
     from genlab.sweep import check_sweep_folder, parse_values, run_sweep
 
@@ -89,12 +90,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/sweep-{key}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_sweep_folder(out)
     with run_lock(out, f"genlab sweep {args.family} --values {args.values} --out {out}"):
-        summary = run_sweep(args.family, key, values, list(range(args.seeds)), out, args.config, overrides, args.time_budget)
+        summary = run_sweep(
+            args.family, key, values, list(range(args.seeds)), out, args.config, overrides, args.time_budget, write_run_report
+        )
     for row in summary["by_value"]:
-        names = [n for n in ("neg_elbo", "recon", "mig", "factor_vae_score") if n in row]
-        figures = ", ".join(f"{n} {row[n]:.3f} ± {row[n + '_std']:.3f}" for n in names)
+        names = [n for n in ("neg_elbo", "kl", "mig", "factor_vae_score") if n in row]
+        figures = ", ".join(f"{n} median {row[n + '_median']:.3f} ({row['n_seeds']} seeds)" for n in names)
         print(f"{key}={row['value']}: {figures}")
-    print(f"genlab: wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
+    print(f"genlab: wrote {out / 'sweep.json'}, {out / 'sweep.md'} and {out / 'sweep.png'}")
     return 0
 
 
@@ -125,7 +128,7 @@ def add_commands(sub) -> None:
     p.add_argument("--config", help="TOML or YAML config every run starts from")
     p.add_argument("--data", help="data set (shapes, dsprites, fashion-mnist, ...); factor metrics need shapes or dsprites")
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="training time of each run")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for every value")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every value (default 3: medians, not one draw)")
     p.add_argument("--out", help="sweep folder (default runs/sweep-KEY-DATE); an interrupted sweep continues in it")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="any config key, for every run")
     p.set_defaults(func=cmd_sweep)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from genlab.data import ImageData
 from genlab.eval import disentanglement as dm
+from genlab.eval import mig_chen as mc
 from genlab.latents import encode, encode_batch_size, encode_chunks, label_dims
 
 UNSUPERVISED_N = 10_000  # test images for the total correlation and the per-dimension KL
@@ -111,13 +112,13 @@ def latent_report(
         kl = mean_kl(all_mu, all_logvar)
         # I(z_d; v_k) <= I(z_d; x) <= KL_d: a dimension below CHEN_MIN_KL can move the gap by < CHEN_MIN_KL / H(v_k)
         dims = np.flatnonzero(kl >= CHEN_MIN_KL) if np.sum(kl >= CHEN_MIN_KL) >= 2 else np.sort(np.argsort(kl)[-2:])
-        work = dm.mig_chen_work(classes, chen_samples, len(dims))
-        rate = dm.mixture_entropy_rate(all_mu[:, dims[:8]], all_logvar[:, dims[:8]])
+        work = mc.mig_chen_work(classes, chen_samples, len(dims))
+        rate = mc.mixture_entropy_rate(all_mu[:, dims[:8]], all_logvar[:, dims[:8]])
         log(f"eval: Chen et al.'s MIG over {len(dims)} dims: {work:.2g} log-densities, ~{duration(work / rate)}")
         chen = timed(
             "mig_chen",
             "MIG (Chen et al.)",
-            lambda: dm.mig_chen(all_mu, all_logvar, classes, chen_samples, seed, dims=dims.tolist()),
+            lambda: mc.mig_chen(all_mu, all_logvar, classes, chen_samples, seed, dims=dims.tolist()),
             lambda v: f"{v['mig']:.3f}",
         )
         out["mig_chen"] = chen["mig"]
@@ -143,7 +144,7 @@ def latent_report(
     }
     if chen_samples > 0:
         out["protocol"]["mig_chen"] = {
-            **dm.CHEN_PROTOCOL,
+            **mc.CHEN_PROTOCOL,
             "samples": chen_samples,
             "excluded_factors": list(CHEN_EXCLUDED),
             "dims": f"those with mean KL >= {CHEN_MIN_KL} nats over the set (at least two); for the others "
@@ -183,13 +184,18 @@ def encode_set(model: nn.Module, binarize: bool, data: Any, bf16: bool = False) 
 
 
 def factor_scores(model: nn.Module, binarize: bool, data: Any, seed: int = 0) -> dict[str, float]:
-    """MIG and FactorVAE score alone (the sweep's interpretability side)."""
+    """MIG (with its latent x factor MI matrix) and the FactorVAE score alone (the sweep's interpretability side)."""
     all_mu, all_logvar = encode_set(model, binarize, data)
     sizes, rng = data.factors.sizes, np.random.default_rng(seed)
     represent = representation(all_mu, all_logvar, sizes, rng)
 
     factors = dm.sample_factors(sizes, 10_000, rng)
-    return {"mig": dm.mig(represent(factors), factors), "factor_vae_score": dm.factor_vae_score(represent, sizes, seed)}
+    mi, normalised = dm.mutual_information_matrix(represent(factors), factors)
+    return {
+        "mig": dm.mutual_information_gap(mi, dm.factor_entropy(factors)),
+        "factor_vae_score": dm.factor_vae_score(represent, sizes, seed),
+        "mutual_information": mi_record(mi, normalised, data.factors.names),
+    }
 
 
 def quick_factor_scores(

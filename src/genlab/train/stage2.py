@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,8 +28,10 @@ def fit_stage2(
     hidden: int = 1024,
     depth: int = 3,
     codes: str = "sampled",
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Encode the run's training images, fit a Stage2VAE to their codes, save it in RUN/stage2.
+    log: called with one line per epoch (its loss, time and the time left).
 
     codes = "sampled": each batch draws u ~ q(z|x) afresh, as Dai & Wipf's demo.py does; "mean": the
     posterior means (genlab's first second stage).
@@ -38,10 +41,20 @@ def fit_stage2(
     # The run is held while its checkpoint is read and its second stage written: a training in it
     # could prune the checkpoint being read.
     with run_lock(run, f"genlab stage2 {run}", create=False, fix="wait for it to finish"):
-        return _fit(run, epochs, batch_size, lr, seed, hidden, depth, codes)
+        return _fit(run, epochs, batch_size, lr, seed, hidden, depth, codes, log or (lambda _: None))
 
 
-def _fit(run: str | Path, epochs: int, batch_size: int, lr: float, seed: int, hidden: int, depth: int, codes: str) -> dict:
+def _fit(
+    run: str | Path,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    hidden: int,
+    depth: int,
+    codes: str,
+    log: Callable[[str], None],
+) -> dict:
     config, model, _ = load_run(str(run), "cpu")
     record = family(config.family)
     if record.kind != "vae" or record.conditional:
@@ -60,7 +73,10 @@ def _fit(run: str | Path, epochs: int, batch_size: int, lr: float, seed: int, hi
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
     last: dict[str, float] = {}
-    for _ in range(epochs):
+    took = time.monotonic() - started
+    log(f"stage2: encoded {len(u):,} training images ({took:.0f} s); {epochs} epochs of {steps_per_epoch} steps")
+    fit_started = time.monotonic()
+    for epoch in range(epochs):
         order = torch.randperm(len(u), generator=gen)
         for i in range(steps_per_epoch):
             idx = order[i * batch_size : (i + 1) * batch_size]
@@ -70,6 +86,9 @@ def _fit(run: str | Path, epochs: int, batch_size: int, lr: float, seed: int, hi
             opt.step()
             sched.step()
         last = {k: float(v.detach()) for k, v in out.items()}
+        spent = time.monotonic() - fit_started
+        left = spent / (epoch + 1) * (epochs - epoch - 1)
+        log(f"stage2: epoch {epoch + 1}/{epochs}, -ELBO {last['loss']:.2f} ({spent:.0f} s, ~{left:.0f} s left)")
     folder = Path(run) / STAGE2
     folder.mkdir(exist_ok=True)
     weights = {k: v.detach().contiguous() for k, v in stage2.state_dict().items()}

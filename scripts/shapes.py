@@ -1,0 +1,172 @@
+"""The shipped disentanglement configs on `shapes`, each at the steps 15 minutes of training buy on 2 CPU cores.
+
+Usage: python scripts/shapes.py [--rows beta-vae,tcvae,...] [--seeds 0,1,2] [--budget 900] [--parallel 2]
+       [--out runs/shapes]
+
+For each row the script first times the config alone on this machine's 2 cores (OMP_NUM_THREADS=2, 150
+steps, the last 100 timed) and sets max_steps = --budget seconds x that rate, so every row gets what a
+2-core run of that length gets, whatever else shares the machine later. Then each (row, seed) trains on
+one core (--parallel at once) to those steps, and `genlab eval` scores it on the mean code with
+disentanglement_lib's protocol plus Chen et al.'s MIG (--chen-samples 10000). Writes
+OUT/<row>-s<seed>.json, OUT/rates.json, OUT/table.md (medians and every seed) and OUT/heatmaps.png
+(each row's MI matrix). Scored runs are skipped: an interrupted call continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GENLAB = [sys.executable, "-m", "genlab.cli"]
+BUDGET_S = 900  # the issue's 15 minutes of training on 2 CPU cores
+# row: (family, config, extra --set values, what it is)
+ROWS = {
+    "beta1": ("vae", "beta_vae_shapes.toml", ["loss.beta=1.0"], "VAE (β = 1), the standard net"),
+    "beta-vae": ("vae", "beta_vae_shapes.toml", [], "β-VAE, β = 4 per image at 32x32"),
+    "annealed": ("vae", "annealed_vae_shapes.toml", [], "AnnealedVAE, C 0 → 25 nats"),
+    "tcvae": ("vae", "tcvae_shapes.toml", [], "β-TCVAE, β = 6, MSS, TC warm-up"),
+    "factorvae": ("factorvae", "factorvae_shapes.toml", [], "FactorVAE, γ = 35"),
+}
+
+
+def run(cmd: list[str], log: Path, threads: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        subprocess.run(cmd, check=True, env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def train_args(name: str, seed: int) -> list[str]:
+    family, config, extra, _ = ROWS[name]
+    cmd = [*GENLAB, "train", family, "--config", str(ROOT / "configs" / config), "--seed", str(seed), "--quiet"]
+    for item in [*extra, "train.time_budget=86400", "train.report=false"]:  # steps, not wall time, bound each run
+        cmd += ["--set", item]
+    return cmd
+
+
+def rate(name: str, out: Path) -> float:
+    """Training steps per second of a row alone on 2 cores (steps 50..150, after start-up and data)."""
+    rates = json.loads((out / "rates.json").read_text()) if (out / "rates.json").exists() else {}
+    if name not in rates:
+        folder = out / "timing" / name
+        run([*train_args(name, 0), "--max-steps", "150", "--out", str(folder), "--set", "train.log_every=50"],
+            out / "logs" / f"timing-{name}.log", threads=2)  # fmt: skip
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        speeds = [r["images_per_s"] for r in rows if "images_per_s" in r][1:]
+        batch = json.loads((folder / "config.json").read_text())["train"]["batch_size"]
+        rates[name] = statistics.mean(speeds) / batch
+        (out / "rates.json").write_text(json.dumps(rates, indent=2) + "\n")
+    return rates[name]
+
+
+def train_and_score(name: str, seed: int, steps: int, out: Path) -> None:
+    folder, log = out / "runs" / f"{name}-s{seed}", out / "logs" / f"{name}-s{seed}.log"
+    if not (folder / "status.json").exists() or json.loads((folder / "status.json").read_text()).get("steps", 0) < steps:
+        if (folder / "checkpoints" / "latest").exists():
+            cmd = [*GENLAB, "train", ROWS[name][0], "--resume", str(folder), "--max-steps", str(steps), "--quiet"]
+        else:
+            cmd = [*train_args(name, seed), "--max-steps", str(steps), "--out", str(folder)]
+        run(cmd, log, threads=1)
+    result = out / f"{name}-s{seed}.json"
+    if not result.exists():
+        run([*GENLAB, "eval", str(folder), "--n", "1000", "--nll-n", "200", "--k", "10", "--json", str(result)], log, threads=1)
+
+
+def cell(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "–"
+    seeds = ", ".join(f"{v:.{digits}f}" for v in values)
+    return f"**{statistics.median(values):.{digits}f}** ({seeds})"
+
+
+def table(out: Path, names: list[str], seeds: list[int], machine: str, budget: float) -> str:
+    rates = json.loads((out / "rates.json").read_text())
+    lines = [
+        f"`shapes` at 32x32, each row at the steps {budget:g} s of training buy alone on 2 cores of {machine} "
+        f"(rate timed alone, runs then one core each), seeds {', '.join(map(str, seeds))}; figures on the mean code, "
+        "disentanglement_lib's protocol (MIG, FactorVAE score, DCI disentanglement) and Chen et al.'s MIG (their "
+        "4 factors, sampled codes). Bold: the median; in brackets each seed.",
+        "",
+        "| row | what | steps (batch) | KL, nats | −ELBO, nats | MIG (dlib) | FactorVAE score | DCI dis. "
+        "| MIG (Chen et al.) | active dims |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        found = [json.loads((out / f"{name}-s{s}.json").read_text()) for s in seeds if (out / f"{name}-s{s}.json").exists()]
+        if not found:
+            continue
+        dis = [r["disentanglement"] for r in found]
+        lik = [r.get("likelihood", {}) for r in found]
+        config = json.loads((out / "runs" / f"{name}-s{seeds[0]}" / "config.json").read_text())
+        steps = round(budget * rates[name])
+        lines.append(
+            f"| {name} | {ROWS[name][3]} | {steps:,} ({config['train']['batch_size']}) "
+            f"| {cell([sum(d['kl_per_dim']) for d in dis], 1)} | {cell([x['neg_elbo'] for x in lik if 'neg_elbo' in x], 1)} "
+            f"| {cell([d['mig'] for d in dis])} | {cell([d['factor_vae_score'] for d in dis])} "
+            f"| {cell([d['dci']['disentanglement'] for d in dis])} | {cell([d['mig_chen'] for d in dis if 'mig_chen' in d])} "
+            f"| {cell([float(d.get('active_units_kl', d.get('active_units', 0))) for d in dis], 0)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def heatmaps(out: Path, names: list[str], seed: int) -> Path:
+    """One latent x factor MI heat map per row (seed `seed`), each dimension labelled by the factor it carries."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genlab.figures import draw_mi_heatmap
+
+    found = [(n, json.loads((out / f"{n}-s{seed}.json").read_text())["disentanglement"]) for n in names
+             if (out / f"{n}-s{seed}.json").exists()]  # fmt: skip
+    fig, axes = plt.subplots(1, len(found), figsize=(3.6 * len(found), 4.2), squeeze=False)
+    for ax, (name, dis) in zip(axes[0], found):
+        mi = dis["mutual_information"]
+        draw_mi_heatmap(ax, mi["normalised"], mi["factors"], mi["latent_dims"])
+        ax.set_title(f"{name}: MIG {dis['mig']:.2f}, FactorVAE {dis['factor_vae_score']:.2f}", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=45)
+    fig.tight_layout()
+    path = out / "heatmaps.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--parallel", type=int, default=2, help="runs at once, each on one core")
+    p.add_argument("--out", type=Path, default=Path("runs/shapes"))
+    p.add_argument("--budget", type=float, default=BUDGET_S, help="seconds of 2-core training each row gets")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    names, seeds = args.rows.split(","), [int(s) for s in args.seeds.split(",")]
+    if unknown := [n for n in names if n not in ROWS]:
+        sys.exit(f"shapes: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        steps = {n: round(args.budget * rate(n, args.out)) for n in names}  # timed alone, before any run shares the cores
+        print(f"shapes: steps for {args.budget:g} s on 2 cores:", steps, flush=True)
+        jobs = [(n, s) for s in seeds for n in names]
+        with ThreadPoolExecutor(args.parallel) as pool:
+            for (n, s), _ in zip(jobs, pool.map(lambda job: train_and_score(*job, steps[job[0]], args.out), jobs)):
+                print(f"shapes: {n} seed {s} scored", flush=True)
+    machine = subprocess.run([*GENLAB, "--version"], capture_output=True, text=True).stdout.strip().split("device ", 1)[-1]
+    text = table(args.out, [n for n in ROWS if n in names], seeds, machine, args.budget)
+    (args.out / "table.md").write_text(text)
+    print(text)
+    print(f"shapes: wrote {heatmaps(args.out, [n for n in ROWS if n in names], seeds[0])}")
+
+
+if __name__ == "__main__":
+    main()
