@@ -175,6 +175,8 @@ def test_factor_commands_end_to_end(dsprites: Path, tmp_path: Path, capsys) -> N
         mine = [r["mig"] for r in summary["rows"] if r["value"] == agg["value"]]
         assert agg["mig_per_seed"] == mine and agg["seeds"] == [0, 1]
         assert agg["mig_median"] == pytest.approx(sum(mine) / 2)
+        terms = [r["neg_elbo"] - r["kl"] for r in summary["rows"] if r["value"] == agg["value"]]
+        assert agg["recon_nll_per_seed"] == pytest.approx(terms)  # the quality side: -ELBO less the KL
         assert agg["beta"] == agg["value"] and agg["beta_norm"] == pytest.approx(agg["beta_sum"] * 4 / 32**2)
     heat = summary["rows"][0]["mutual_information"]
     assert heat["factors"] == list(factor_sets.FACTOR_NAMES) and len(heat["normalised"]) == 4

@@ -270,3 +270,45 @@ def test_auto_fusion_falls_back_with_one_warning_when_compiling_fails(monkeypatc
     set_fused_norm_act(auto, True, 0, strict=True)  # train.fuse_norm_act = true: the failure is the user's to see
     with pytest.raises(RuntimeError, match="no working C"):
         loss_backward(auto, x)
+
+
+SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
+
+
+def test_flush_denormals_reaches_every_thread_and_is_undone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genlab.machine import flush_denormals, flushing_denormals
+
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU has no flush-to-zero mode")
+    x = torch.full((1 << 22,), SUBNORMAL)  # large enough that every thread of the team takes a share
+    assert (x * 1.0).ne(0).all()
+    with flush_denormals(True):
+        assert flushing_denormals()
+        assert (x * 1.0).eq(0).all(), "a thread of torch's team still computes subnormals"
+    assert not flushing_denormals()
+    assert (x * 1.0).ne(0).all(), "the mode outlived the block"
+
+
+def test_training_flushes_denormals_on_the_cpu_as_its_setting_says(idx_data: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import genlab.train.loop as loop
+
+    seen: list[bool] = []
+    real = loop.flush_denormals
+    monkeypatch.setattr(loop, "flush_denormals", lambda on: seen.append(on) or real(on))
+    assert main(train_args("vae", idx_data, tmp_path / "on", "--max-steps", "1")) == 0
+    assert main(train_args("vae", idx_data, tmp_path / "off", "--max-steps", "1", "--set", "train.flush_denormal=false")) == 0
+    assert seen == [True, False]
+
+
+def test_a_resumed_windows_speed_counts_only_the_steps_it_timed(idx_data: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import genlab.train.loop as loop
+
+    run = tmp_path / "run"
+    assert main(train_args("vae", idx_data, run, "--max-steps", "4")) == 0  # logs every 3: 1 step pending
+    timed: list[tuple[int, int]] = []
+    real = loop.log_window
+    monkeypatch.setattr(loop, "log_window", lambda r, bar, s, n: timed.append((r.state.window_steps, n)) or real(r, bar, s, n))
+    assert main(["train", "vae", "--resume", str(run), "--quiet", "--max-steps", "9"]) == 0
+    assert timed == [(3, 2), (3, 3)]  # steps 5-6 close the window begun before the restart; 7-9 are all timed

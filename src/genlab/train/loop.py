@@ -20,6 +20,7 @@ from genlab.config import RunConfig
 from genlab.data import iterate_batches
 from genlab.errors import GenlabError
 from genlab.eval.evaluate import quick_eval
+from genlab.machine import flush_denormals
 from genlab.train.distributed import any_rank, check_identical, gather_rng, mean_over_ranks
 from genlab.train.distributed import cleanup as dist_cleanup
 from genlab.train.guards import stop_on_signals
@@ -78,8 +79,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
             write_pictures(run.run_dir / "samples" / name, run.trainer, run.model, run.test_data, run.noise, run.device, config)
 
     run.model.train()
-    window_start = time.monotonic()
-    with stop_on_signals(flag):
+    # A resumed run's partial window holds steps from before the restart: they count in its means, not in its speed.
+    window_start, untimed = time.monotonic(), state.window_steps
+    with stop_on_signals(flag), flush_denormals(t.flush_denormal and run.device.type == "cpu"):
         while state.epoch < t.epochs and reason == "done":
             batches = iterate_batches(run.train_data, t.batch_size, t.seed, state.epoch, state.batch, config.data.workers,
                                       world.rank, world.size, labels=run.record.conditional)  # fmt: skip
@@ -96,8 +98,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
                 bar.update(state.step)
                 if state.step % t.log_every == 0 and state.window_steps:
                     bad.check()
-                    log_window(run, bar, time.monotonic() - window_start)
-                    window_start = time.monotonic()
+                    log_window(run, bar, time.monotonic() - window_start, state.window_steps - untimed)
+                    window_start, untimed = time.monotonic(), 0
                 if t.factor_metrics_every and state.step % t.factor_metrics_every == 0:
                     log_factor_metrics(run)
                 if state.step >= run.total:
@@ -190,12 +192,13 @@ class Watch:
             )
 
 
-def log_window(run: Training, bar: Progress, elapsed: float) -> None:
-    """The logging window's means (over ranks: the global batch's loss) into metrics.jsonl and the bar."""
+def log_window(run: Training, bar: Progress, elapsed: float, timed_steps: int) -> None:
+    """The logging window's means (over ranks: the global batch's loss) into metrics.jsonl and the bar;
+    its speed from the timed_steps run in elapsed seconds."""
     state, t = run.state, run.config.train
     window = mean_over_ranks(state.window, run.world)
     means = {k: (v / state.window_steps).item() for k, v in window.items()}
-    ips = state.window_steps * t.batch_size * run.world.size / max(elapsed, 1e-9)
+    ips = timed_steps * t.batch_size * run.world.size / max(elapsed, 1e-9)
     extra = {"skipped_steps": state.skipped} if state.skipped else {}
     if run.files:
         run.files.log({"step": state.step, "epoch": state.epoch, **means, "images_per_s": ips, **extra})
