@@ -31,7 +31,7 @@ ROWS = {
     # beta_norm = beta x 10 latents / 1024 pixels: beta = 0.25 here is beta = 1 at 64x64 (beta_norm 0.0024)
     "beta-norm1": ("vae", "beta_vae_shapes.toml", ["loss.beta=0.25"], "VAE at β = 1's strength at 64x64 (β = 0.25)"),
     "beta1": ("vae", "beta_vae_shapes.toml", ["loss.beta=1.0"], "VAE (β = 1 per image at 32x32), the standard net"),
-    "beta-vae": ("vae", "beta_vae_shapes.toml", [], "β-VAE, β = 4 per image at 32x32"),
+    "beta-vae": ("vae", "beta_vae_shapes.toml", ["loss.beta=4.0"], "β-VAE, β = 4 per image at 32x32"),
     "annealed": ("vae", "annealed_vae_shapes.toml", [], "AnnealedVAE, C 0 → 25 nats"),
     "tcvae": ("vae", "tcvae_shapes.toml", [], "β-TCVAE, β = 6, MSS, TC warm-up"),
     "factorvae": ("factorvae", "factorvae_shapes.toml", [], "FactorVAE, γ = 35"),

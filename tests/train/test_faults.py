@@ -59,6 +59,35 @@ def test_discriminator_win_warns_once() -> None:
     assert memory["d_wins"] == 0
 
 
+def test_posterior_collapse_warns_once() -> None:
+    memory: dict = {}
+    windows = vae_family.COLLAPSE_WINDOWS
+    said = [vae_family.health({"active_dims": 0.0, "kl": 25.0}, memory, 50 * i) for i in range(windows + 5)]
+    assert [i for i, w in enumerate(said) if w] == [windows - 1]
+    assert "posterior collapse" in said[windows - 1] and "25 nats of KL" in said[windows - 1]
+    vae_family.health({"active_dims": 3.0, "kl": 8.0}, memory, 9999)
+    assert memory["collapsed"] == 0
+
+
+def test_active_dims_counts_the_dimensions_whose_mean_varies() -> None:
+    torch.manual_seed(0)
+    mu = torch.zeros(64, 5)
+    mu[:, 1] = torch.randn(64)  # varies over the batch
+    mu[:, 3] = 2.0 + 0.01 * torch.randn(64)  # a constant offset: KL without information
+    x = torch.rand(64, 1, 4, 4)
+    out = vae_family.loss_terms(torch.zeros_like(x), x, mu, torch.zeros_like(mu), mu, VAELossConfig(), 0, "gaussian")
+    assert out["active_dims"].item() == 1
+    assert out["kl"].item() > 1.0  # the offset's KL is there, and is not counted as carrying anything
+
+
+def test_a_vae_run_logs_its_active_dims(idx_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(train_args("vae", idx_data, run, "--max-steps", "4", "--set", "train.log_every=2")) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["active_dims"] for r in rows if "active_dims" in r]
+    assert len(logged) == 2 and all(0 <= v <= 16 for v in logged)
+
+
 def test_checkpoint_write_failure_keeps_the_last_good_one(idx_data: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     run = tmp_path / "run"
     real_save = ckpt.save_file

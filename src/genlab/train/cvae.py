@@ -10,7 +10,7 @@ from genlab.latents import beside_reconstructions
 from genlab.models.cgan import balanced_labels
 from genlab.train import Trainer
 from genlab.train.common import unwrap
-from genlab.train.vae import CHARTS, LOG_KEYS, make_optimizers, vae_step, validate
+from genlab.train.vae import CHARTS, LOG_KEYS, health, make_optimizers, vae_step, validate
 
 
 def prepare(model, batch: tuple[Tensor, Tensor], binarize: bool) -> tuple[Tensor, Tensor]:
@@ -30,4 +30,4 @@ def pictures(model, test: ImageData, noise: Tensor, device: torch.device, binari
 
 
 # The notes' update: its objective passes (images, labels) to the model.
-TRAINER = Trainer(vae_step, make_optimizers, prepare, validate, pictures, LOG_KEYS, CHARTS)
+TRAINER = Trainer(vae_step, make_optimizers, prepare, validate, pictures, LOG_KEYS, CHARTS, health)

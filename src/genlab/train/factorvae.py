@@ -19,7 +19,7 @@ from genlab.models.factorvae import permute_dims
 from genlab.train import Trainer
 from genlab.train.common import FP32, Precision, backward, unwrap
 from genlab.train.common import step as optimizer_step
-from genlab.train.vae import CHARTS, LOG_KEYS, loss_terms, pictures, prepare, validate
+from genlab.train.vae import CHARTS, LOG_KEYS, health, loss_terms, pictures, prepare, validate
 
 
 def make_optimizers(model, config: RunConfig) -> dict[str, Optimizer]:
@@ -66,4 +66,4 @@ def factorvae_step(
 LOG = (*LOG_KEYS, "tc", "d_loss")
 # Not under torchrun yet: D is called outside the VAE's DDP wrapper, so its gradients would not be averaged.
 TRAINER = Trainer(factorvae_step, make_optimizers, prepare, validate, pictures, LOG,
-                  {**CHARTS, "FactorVAE: TC estimate and D's loss": (("tc", "d_loss"), None)}, distributed=False)  # fmt: skip
+                  {**CHARTS, "FactorVAE: TC estimate and D's loss": (("tc", "d_loss"), None)}, health, distributed=False)  # fmt: skip

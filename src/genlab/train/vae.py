@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.optim import Adam, Optimizer
@@ -15,6 +17,7 @@ from genlab.train import Trainer
 from genlab.train.common import FP32, Precision, unwrap, update
 
 LOG_KEYS = ("loss", "recon", "kl", "elbo")
+ACTIVE_VAR = 0.01  # a code dimension is active when its mean varies over the inputs by more (Burda et al. 2016)
 SIGMA_MOMENTUM = 0.01  # σ-VAE: weight of each batch's optimal log sigma in the running value
 # The report's charts (title -> keys, reference line): each term in training and on test batches together.
 CHARTS = {f"{k} (train, test)": ((k, f"val_{k}"), None) for k in LOG_KEYS}
@@ -53,7 +56,15 @@ def objective(model: VanillaVAE, x: Tensor | tuple[Tensor, Tensor], loss: VAELos
 def loss_terms(
     recons: Tensor, x: Tensor, mu: Tensor, log_var: Tensor, z: Tensor, loss: VAELossConfig, step: int, decoder: str
 ) -> dict[str, Tensor]:
-    """The configured objective: the notes' (β-)VAE loss, capacity annealing, β-TCVAE, or the σ-VAE's."""
+    """The configured objective: the notes' (β-)VAE loss, capacity annealing, β-TCVAE, or the σ-VAE's, with
+    `active_dims`, the batch's count of code dimensions whose mean varies (logged, not optimised)."""
+    active = {"active_dims": (mu.detach().float().var(0) > ACTIVE_VAR).sum().float()} if len(mu) > 1 else {}
+    return {**objective_terms(recons, x, mu, log_var, z, loss, step, decoder), **active}
+
+
+def objective_terms(
+    recons: Tensor, x: Tensor, mu: Tensor, log_var: Tensor, z: Tensor, loss: VAELossConfig, step: int, decoder: str
+) -> dict[str, Tensor]:
     if decoder == "sigma":
         return sigma_vae_loss(recons, x, mu, log_var, loss.beta, max(loss.margin, 0))
     if loss.loss_type != "tcvae":
@@ -129,4 +140,24 @@ def pictures(model: VanillaVAE, test: ImageData, noise: Tensor, device: torch.de
     return [samples, pairs]
 
 
-TRAINER = Trainer(vae_step, make_optimizers, prepare, validate, pictures, LOG_KEYS, CHARTS)
+COLLAPSE_WINDOWS = 20
+
+
+def health(means: dict[str, float], memory: dict[str, Any], step: int) -> str | None:
+    """A warning, once, when no code dimension has been active for COLLAPSE_WINDOWS logging windows in a row:
+    the posterior has collapsed, and whatever KL is left is a constant offset or a shrunk sigma.
+
+    memory is the run's health record, kept in its checkpoints: here the current streak.
+    """
+    streak = memory.get("collapsed", 0) + 1 if means.get("active_dims", 1.0) < 0.5 else 0
+    memory["collapsed"] = streak
+    if streak == COLLAPSE_WINDOWS:
+        return (
+            f"posterior collapse: no dimension of the mean code has varied over a batch (Var(mu) > {ACTIVE_VAR}) for "
+            f"{streak} logging windows up to step {step}, with {means.get('kl', 0.0):.3g} nats of KL: the code carries "
+            "nothing about the image; weaken the KL term (loss.beta, loss.gamma or loss.kld_weight) or restart"
+        )
+    return None
+
+
+TRAINER = Trainer(vae_step, make_optimizers, prepare, validate, pictures, LOG_KEYS, CHARTS, health)
