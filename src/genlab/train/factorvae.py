@@ -65,5 +65,6 @@ def factorvae_step(
 
 LOG = (*LOG_KEYS, "tc", "d_loss")
 # Not under torchrun yet: D is called outside the VAE's DDP wrapper, so its gradients would not be averaged.
-TRAINER = Trainer(factorvae_step, make_optimizers, prepare, validate, pictures, LOG,
-                  {**CHARTS, "FactorVAE: TC estimate and D's loss": (("tc", "d_loss"), None)}, health, distributed=False)  # fmt: skip
+CHARTS_FACTORVAE = {**CHARTS, "FactorVAE: TC estimate and D's loss": (("tc", "d_loss"), None)}
+TRAINER = Trainer(factorvae_step, make_optimizers, prepare, validate, pictures, LOG, CHARTS_FACTORVAE, health,
+                  distributed=False)  # fmt: skip
