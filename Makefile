@@ -74,11 +74,16 @@ fidelity: setup data
 	$(BIN)/python scripts/fidelity.py --seeds 0,1,2,3,4 --out runs/fidelity
 
 # The notes' models and their fixes at equal epochs: ZOO_EPOCHS epochs of batch 64 per run, ZOO_SEEDS,
-# two runs at a time on one core each, snapshots scored at 30-480 CPU-s (docs/results.md gives the cost).
+# two runs at a time on one core each, snapshots scored at 30-480 CPU-s; then the longer setting,
+# ZOO_LONG_EPOCHS for ZOO_LONG_MODELS, resuming those runs (docs/results.md gives the cost).
 ZOO_EPOCHS ?= 5
 ZOO_SEEDS ?= 0,1,2
+ZOO_LONG_EPOCHS ?= 20
+ZOO_LONG_MODELS ?= gan,vae,dcgan,cgan
 zoo: setup data
 	$(BIN)/python scripts/zoo.py --epochs $(ZOO_EPOCHS) --seeds $(ZOO_SEEDS) --parallel 2 --out runs/zoo
+	$(BIN)/python scripts/zoo.py --epochs $(ZOO_LONG_EPOCHS) --models $(ZOO_LONG_MODELS) --seeds $(ZOO_SEEDS) \
+	  --parallel 2 --continue-from runs/zoo --out runs/zoo-long
 
 bench: setup
 	$(BIN)/genlab bench vae gan --json runs/bench.json

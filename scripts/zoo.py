@@ -78,7 +78,21 @@ def evaluate(target: Path, out: Path, log: Path, stage2: bool = False, light: bo
         run(cmd + (["--stage2"] if stage2 else []), log)
 
 
-def train_and_score(name: str, seed: int, epochs: int, out: Path) -> None:
+def trained_steps(folder: Path) -> int:
+    """The steps a run folder's training reached (0 where it has not finished an invocation)."""
+    status = folder / "status.json"
+    return json.loads(status.read_text())["steps"] if status.exists() else 0
+
+
+def continue_run(source: Path, folder: Path) -> None:
+    """A copy of a shorter run of the same row and seed to resume from: resume is exact, so the longer run
+    equals one trained straight through, and the shorter run's steps are not paid twice. Its snapshots stay behind."""
+    import shutil
+
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("snapshots", "tb", "evals", "report.html", ".lock"))
+
+
+def train_and_score(name: str, seed: int, epochs: int, out: Path, start: Path | None = None) -> None:
     family, config, extra, _ = ROWS[name]
     runs, log = out / "runs", out / "logs" / f"{name}-s{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -94,14 +108,18 @@ def train_and_score(name: str, seed: int, epochs: int, out: Path) -> None:
         return
     folder = runs / f"{name}-s{seed}"
     steps = epochs * STEPS_PER_EPOCH * (5 if "n_critic" in extra else 1)
-    if not (folder / "status.json").exists():
+    shorter = start / "runs" / folder.name if start else None
+    if shorter and not folder.exists() and 0 < trained_steps(shorter) < steps:
+        continue_run(shorter, folder)
+    if trained_steps(folder) < steps:
         cmd = [*GENLAB, "train", family, "--config", str(ROOT / "configs" / config), "--seed", str(seed), "--quiet"]
         cmd += ["--epochs", str(math.ceil(steps / STEPS_PER_EPOCH)), "--max-steps", str(steps)]
         cmd += ["--set", f"train.snapshots={list(SNAPSHOTS)}", "--set", "train.report=false"]
         if family not in ("vae", "cvae"):  # GANs: keep an EMA of G's weights beside the raw G (both scored)
             cmd += ["--set", f"train.ema={EMA_DECAY}"]
         if (folder / "config.json").exists():
-            cmd = [*GENLAB, "train", family, "--resume", str(folder), "--max-steps", str(steps), "--quiet"]
+            cmd = [*GENLAB, "train", family, "--resume", str(folder), "--max-steps", str(steps), "--quiet",
+                   "--epochs", str(math.ceil(steps / STEPS_PER_EPOCH))]  # fmt: skip
         else:
             cmd += ["--out", str(folder)]
         run(cmd, log)
@@ -208,9 +226,13 @@ def table(out: Path, names: list[str], seeds: list[int], epochs: int, machine: s
         )
     calib = out / "calibrate.json"
     if calib.exists():
-        for label, r in json.loads(calib.read_text())["rows"].items():
+        scale = json.loads(calib.read_text())
+        for label, r in scale["rows"].items():
+            acc = f"{r['conditional_accuracy']:.3f}" if "conditional_accuracy" in r else ""
             lines.append(f"| | *{label}* | {r['fd']:.1f} | | {r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} "
-                         f"| {r['coverage']:.3f} | | | | | | | |")  # fmt: skip
+                         f"| {r['coverage']:.3f} | | | {acc} | | | | |")  # fmt: skip
+        if "test_accuracy" in scale:  # the ceiling of a model that generalises: held-out images with their labels
+            lines.append(f"| | *test images (held out)* | | | | | | | | | {scale['test_accuracy']:.3f} | | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -302,6 +324,7 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=2, help="runs at once, each on one core")
     p.add_argument("--out", type=Path, default=Path("runs/zoo"))
     p.add_argument("--report-only", action="store_true", help="write the table and figures from what is scored")
+    p.add_argument("--continue-from", type=Path, help="a zoo folder of fewer epochs whose runs this one resumes")
     args = p.parse_args()
     names, seeds = args.models.split(","), [int(s) for s in args.seeds.split(",")]
     unknown = [n for n in names if n not in ROWS]
@@ -313,8 +336,9 @@ def main() -> None:
             run([*GENLAB, "calibrate", "--n", "10000", "--json", str(args.out / "calibrate.json")], args.out / "calibrate.log")
         # Second stages last: each waits for its first stage's score.
         jobs = [(n, s) for s in seeds for n in names if ROWS[n][1]] + [(n, s) for s in seeds for n in names if not ROWS[n][1]]
+        work = lambda job: train_and_score(*job, args.epochs, args.out, args.continue_from)  # noqa: E731
         with ThreadPoolExecutor(args.parallel) as pool:
-            for (n, s), _ in zip(jobs, pool.map(lambda job: train_and_score(*job, args.epochs, args.out), jobs)):
+            for (n, s), _ in zip(jobs, pool.map(work, jobs)):
                 print(f"zoo: {n} seed {s} scored", flush=True)
     names = [n for n in ROWS if n in names]  # the table in its fixed order, whatever order the runs took
     machine = subprocess.run([*GENLAB, "--version"], capture_output=True, text=True).stdout.strip().split("device ", 1)[-1]

@@ -225,3 +225,70 @@ def test_a_long_likelihood_states_its_cost_up_front(monkeypatch) -> None:
     monkeypatch.setattr(ev, "COST_NOTE_S", 0.0)
     ev.vae_likelihood(model, config, test, 8, 40, 0, batch_size=4, log=lines.append)
     assert len(lines) == 1 and "--k 40 over 8 images: ~" in lines[0] and "--k 4 is ~10x faster" in lines[0]
+
+
+def test_calibrate_gives_the_conditional_accuracy_real_images_score(idx_data: Path) -> None:
+    """The ceiling for a conditional model's accuracy: real images scored with their own labels, the
+    training subset (drawn in a shuffled order) paired with its labels and the test images with theirs."""
+    from genlab.config import DataConfig
+    from genlab.data import load_dataset, to_float
+    from genlab.eval.evaluate import calibrate, classify
+
+    train, test = load_dataset(DataConfig(dataset=str(idx_data)), 1, 28)
+    train.source = test.source = "fashion-mnist"  # the shipped classifier applies
+    model, _ = clf.load_classifier(clf.shipped_path("fashion-mnist"))
+    for split in (train, test):  # labels the classifier agrees with everywhere: any mis-pairing shows
+        split.labels = classify(model, to_float(split.images))[1].argmax(1)
+    result = calibrate(train, test, n=48)
+    assert result["rows"]["train subset (floor)"]["conditional_accuracy"] == 1.0 and result["test_accuracy"] == 1.0
+    test.labels = (test.labels + 1) % 10
+    train.labels = (train.labels + 1) % 10
+    result = calibrate(train, test, n=48)
+    assert result["rows"]["train subset (floor)"]["conditional_accuracy"] == 0.0 and result["test_accuracy"] == 0.0
+    assert "conditional_accuracy" not in result["rows"]["uniform noise"]
+
+
+class _Brightest(torch.nn.Module):
+    """A stand-in classifier: the class is the brightest of an image's first 10 pixels."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :10]
+
+    def head(self, f: torch.Tensor) -> torch.Tensor:
+        return f * 100
+
+
+class _LabelOrCode(torch.nn.Module):
+    """A stand-in conditional VAE that draws its class as one bright pixel, taken from the label or from z."""
+
+    def __init__(self, follows_label: bool) -> None:
+        super().__init__()
+        self.follows_label, self.weight = follows_label, torch.nn.Parameter(torch.zeros(1))
+        self.config = type("C", (), {"num_classes": 10, "decoder": "gaussian"})()
+
+    def encode(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = F.one_hot(labels, 10).float()  # z carries the image's own class
+        return code, torch.zeros_like(code)
+
+    def decode(self, u: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cls = labels if self.follows_label else u.argmax(1)
+        out = -torch.ones(len(u), 1, 28, 28)
+        out[torch.arange(len(u)), 0, 0, cls] = 1.0
+        return out
+
+    def to_image(self, out: torch.Tensor) -> torch.Tensor:
+        return out
+
+
+def test_label_accuracies_tell_a_label_that_decides_from_a_code_that_does() -> None:
+    from types import SimpleNamespace
+
+    from genlab.data import ImageData
+    from genlab.eval.evaluate import label_accuracies
+
+    config = SimpleNamespace(data=SimpleNamespace(binarize=False))  # the one field it reads
+    test = ImageData(torch.zeros(40, 1, 28, 28, dtype=torch.uint8), torch.arange(40) % 10, "fashion-mnist", (28, 28))
+    follows = label_accuracies(_LabelOrCode(True), config, test, _Brightest(), 40, 0)
+    assert follows == {"swap_accuracy": 1.0, "recon_accuracy": 1.0}
+    ignores = label_accuracies(_LabelOrCode(False), config, test, _Brightest(), 40, 0)
+    assert ignores == {"swap_accuracy": 0.0, "recon_accuracy": 1.0}

@@ -86,6 +86,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"{name:<24} {r['fd']:9.3f} {r['precision']:9.3f} {r['recall']:7.3f} {r['density']:8.3f} "
               f"{r['coverage']:8.3f} {r['is_mean']:9.3f}")  # fmt: skip
     print(f"(against the {result['reference']})")
+    if "test_accuracy" in result:
+        print(
+            f"conditional accuracy of real images with their labels: train subset "
+            f"{result['rows']['train subset (floor)'].get('conditional_accuracy', float('nan')):.4f}, "
+            f"test images {result['test_accuracy']:.4f} (what a generator of the data would score)"
+        )
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
     return 0

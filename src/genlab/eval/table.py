@@ -26,6 +26,8 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append(("conditional accuracy", f"{q['conditional_accuracy']:.3f} (samples the classifier puts in the asked class)"))
     if "swap_accuracy" in q:
         rows.append(("label swap accuracy", f"{q['swap_accuracy']:.3f} (test codes decoded with another class, put in it)"))
+    if "recon_accuracy" in q:
+        rows.append(("reconstruction accuracy", f"{q['recon_accuracy']:.3f} (test codes decoded with their own class)"))
     if "skipped" in result.get("likelihood", {}):
         rows.append(("likelihood", result["likelihood"]["skipped"]))
     elif "likelihood" in result:
