@@ -1,6 +1,7 @@
 """The notes' models and their fixes on Fashion-MNIST at equal epochs, scored alike, with FD against CPU-seconds.
 
 Usage: python scripts/zoo.py [--epochs 5] [--seeds 0,1,2] [--parallel 2] [--models gan,vae,...] [--out runs/zoo]
+       python scripts/zoo.py --epochs 20 --models gan,vae,... --continue-from runs/zoo --out runs/zoo-long
 
 Every model trains its shipped config for --epochs epochs of batch 64 (WGAN-GP twice: at equal epochs,
 and at equal generator updates, n_critic times the critic steps), each run alone on one core
@@ -9,8 +10,11 @@ keeps snapshots at 30, 60, 120, 240 and 480 CPU-seconds of its training (`train.
 weights and every snapshot are scored by `genlab eval --n 10000` in the shipped classifier's features,
 GANs with their raw and their exponential-moving-average generator. The 2-Stage rows fit the second
 stage on the vae and sigma-vae runs, its CPU-seconds added to the row's. Writes OUT/<row>-s<seed>*.json,
-OUT/table.md, OUT/curves.png (FD against CPU-seconds) and OUT/zoo.png (a row of samples per model).
-Scored runs are skipped, so an interrupted call continues.
+OUT/table.md (means ± sd, every seed, each model against the notes' models in pooled seed sd),
+OUT/curves.png (FD against CPU-seconds) and OUT/zoo.png (a row of samples per model). --continue-from
+resumes the runs of a shorter zoo to the longer setting (resume is exact: the same runs as trained
+straight through) and draws their earlier points on the same curves. Scored runs are skipped, so an
+interrupted call continues.
 """
 
 from __future__ import annotations
@@ -233,11 +237,62 @@ def table(out: Path, names: list[str], seeds: list[int], epochs: int, machine: s
                          f"| {r['coverage']:.3f} | | | {acc} | | | | |")  # fmt: skip
         if "test_accuracy" in scale:  # the ceiling of a model that generalises: held-out images with their labels
             lines.append(f"| | *test images (held out)* | | | | | | | | | {scale['test_accuracy']:.3f} | | | | |")
+    lines += ["", *per_seed(out, [r[0] for r in rows], seeds)]
+    if len(seeds) > 1:
+        gauss = json.loads(calib.read_text())["rows"]["Gaussian fit to pixels"]["fd"] if calib.exists() else None
+        lines += ["", *against_the_notes(fds, gauss)]
     return "\n".join(lines) + "\n"
 
 
-def curves(out: Path, names: list[str], seeds: list[int]) -> Path:
-    """FD against CPU-seconds of training: each model's snapshots (mean ± sd over seeds) and its final point."""
+def per_seed(out: Path, names: list[str], seeds: list[int]) -> list[str]:
+    """Every seed's figures behind the table's means (seeds in the order given)."""
+    lines = [
+        f"Per seed ({', '.join(map(str, seeds))}):",
+        "",
+        "| model | FD, raw G | FD, EMA G | largest class | conditional accuracy |",
+        "|---|---|---|---|---|",
+    ]
+
+    def each(found: list[dict], key: str, digits: int) -> str:
+        values = [r["sample_quality"].get(key) for r in found]
+        return ", ".join(f"{v:.{digits}f}" for v in values if v is not None) or "–"
+
+    for name in names:
+        raw, ema = scores(out, name, seeds), scores(out, name, seeds, "-ema")
+        for r in raw + ema:
+            r["sample_quality"]["largest"] = max(r["sample_quality"]["class_hist"])
+        cells = [each(raw, "fd", 1), each(ema, "fd", 1), each(raw, "largest", 3), each(raw, "conditional_accuracy", 3)]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return lines
+
+
+def against_the_notes(fds: dict[str, list[float]], gauss: float | None) -> list[str]:
+    """Each model beyond the notes against the notes' VAE and GAN and the pixel Gaussian: the gap in mean FD
+    in pooled seed sd, clearly below at 2 sd or more, else a tie (the pixel Gaussian has no seeds: the model's sd)."""
+    references = {
+        "the notes' VAE": fds.get("vae"),
+        "the notes' GAN": fds.get("gan"),
+        "the pixel Gaussian": [gauss] if gauss else None,
+    }
+    lines = ["Against the notes' models (mean FD below them; the gap in pooled seed sd; clear at 2 sd or more):", ""]
+    for name, values in fds.items():
+        if name in ("gan", "vae"):
+            continue
+        parts = []
+        for label, ref in references.items():
+            if not ref:
+                continue
+            gap = statistics.mean(ref) - statistics.mean(values)
+            sd = pooled_sd(values, ref) if len(ref) > 1 else statistics.stdev(values)
+            verdict = "clearly below" if gap >= 2 * sd else ("clearly above" if gap <= -2 * sd else "a tie")
+            parts.append(f"{label} {gap:+.1f} ({gap / sd:+.1f} sd: {verdict})" if sd > 0 else f"{label} {gap:+.1f}")
+        lines.append(f"- {name}: " + "; ".join(parts))
+    return lines
+
+
+def curves(out: Path, names: list[str], seeds: list[int], earlier: Path | None = None) -> Path:
+    """FD against CPU-seconds of training: each model's snapshots (mean ± sd over seeds) and its final point
+    (mean CPU-s and FD over seeds); with the points of the shorter runs these were continued from (earlier)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,16 +301,19 @@ def curves(out: Path, names: list[str], seeds: list[int]) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5))
     for name in names:
         points: dict[float, list[float]] = {}
-        for seed in seeds:
-            for path in sorted(out.glob(f"{name}-s{seed}-cpu-*.json")):
-                if path.stem.endswith("-ema"):
-                    continue
-                at = float(path.stem.rsplit("cpu-", 1)[1].rstrip("s"))
-                points.setdefault(at, []).append(json.loads(path.read_text())["sample_quality"]["fd"])
-            final = out / f"{name}-s{seed}.json"
-            if final.exists():
-                facts = run_facts(out, name, seed)
-                points.setdefault(round(facts["cpu_s"], -1), []).append(json.loads(final.read_text())["sample_quality"]["fd"])
+        for folder in [f for f in (earlier, out) if f is not None]:
+            finals: list[tuple[float, float]] = []
+            for seed in seeds:
+                for path in sorted(folder.glob(f"{name}-s{seed}-cpu-*.json")):
+                    if path.stem.endswith("-ema"):
+                        continue
+                    at = float(path.stem.rsplit("cpu-", 1)[1].rstrip("s"))
+                    points.setdefault(at, []).append(json.loads(path.read_text())["sample_quality"]["fd"])
+                final = folder / f"{name}-s{seed}.json"
+                if final.exists():
+                    finals.append((run_facts(folder, name, seed)["cpu_s"], json.loads(final.read_text())["sample_quality"]["fd"]))
+            if finals:  # the seeds' runs end at slightly different CPU-s: one point at their mean
+                points[statistics.mean(x for x, _ in finals)] = [fd for _, fd in finals]
         if not points:
             continue
         xs = sorted(points)
@@ -345,7 +403,7 @@ def main() -> None:
     text = table(args.out, names, seeds, args.epochs, machine)
     (args.out / "table.md").write_text(text)
     print(text)
-    print(f"zoo: wrote {curves(args.out, names, seeds)} and {picture(args.out, names, seeds[0])}")
+    print(f"zoo: wrote {curves(args.out, names, seeds, args.continue_from)} and {picture(args.out, names, seeds[0])}")
 
 
 if __name__ == "__main__":
