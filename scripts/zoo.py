@@ -24,6 +24,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -91,8 +92,6 @@ def trained_steps(folder: Path) -> int:
 def continue_run(source: Path, folder: Path) -> None:
     """A copy of a shorter run of the same row and seed to resume from: resume is exact, so the longer run
     equals one trained straight through, and the shorter run's steps are not paid twice. Its snapshots stay behind."""
-    import shutil
-
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns("snapshots", "tb", "evals", "report.html", ".lock"))
 
 
@@ -207,8 +206,9 @@ def table(out: Path, names: list[str], seeds: list[int], epochs: int, machine: s
         rows.append((name, q, facts, ema))
     by_fd = sorted(fds, key=lambda n: fds[n][0])
     ranks = ranking(fds) if fds and len(seeds) > 1 else {n: str(i + 1) for i, n in enumerate(by_fd)}
+    wgan = " (WGAN-GP also at equal G updates)" if "wgan-gp-g" in fds else ""
     lines = [
-        f"Fashion-MNIST, {epochs} epochs of batch 64 per run (WGAN-GP also at equal G updates), seeds "
+        f"Fashion-MNIST, {epochs} epochs of batch 64 per run{wgan}, seeds "
         f"{', '.join(map(str, seeds))}, each run alone on one core of {machine}; `genlab eval --n 10000` against the first "
         "10,000 test images in genlab's classifier features. Rank: by mean FD, '=' where the gap is under 2 pooled seed sd"
         + (" (one seed: no seed sd, so ranks are by FD alone, no gap called clear or tied)." if len(seeds) < 2 else "."),
@@ -292,16 +292,18 @@ def against_the_notes(fds: dict[str, list[float]], gauss: float | None) -> list[
 
 def curves(out: Path, names: list[str], seeds: list[int], earlier: Path | None = None) -> Path:
     """FD against CPU-seconds of training: each model's snapshots (mean ± sd over seeds) and its final point
-    (mean CPU-s and FD over seeds); with the points of the shorter runs these were continued from (earlier)."""
+    (mean CPU-s and FD over seeds); with the points of the shorter zoo these runs were continued from (earlier),
+    whose other models are drawn too, ending where it ended: every row on one figure, a colour per row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name in names:
+    for i, name in enumerate(ROWS):
+        folders = [f for f in (earlier, out if name in names else None) if f is not None]
         points: dict[float, list[float]] = {}
-        for folder in [f for f in (earlier, out) if f is not None]:
+        for folder in folders:
             finals: list[tuple[float, float]] = []
             for seed in seeds:
                 for path in sorted(folder.glob(f"{name}-s{seed}-cpu-*.json")):
@@ -320,7 +322,7 @@ def curves(out: Path, names: list[str], seeds: list[int], earlier: Path | None =
         means = [statistics.mean(points[x]) for x in xs]
         sds = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0 for x in xs]
         style = dict(marker="s", ls="none") if ROWS[name][1] is None else dict(marker="o")
-        ax.errorbar(xs, means, yerr=sds, capsize=2, label=name, **style)
+        ax.errorbar(xs, means, yerr=sds, capsize=2, label=name, color=f"C{i % 10}", **style)
     calib = out / "calibrate.json"
     if calib.exists():
         gauss = json.loads(calib.read_text())["rows"].get("Gaussian fit to pixels")
@@ -390,8 +392,11 @@ def main() -> None:
         sys.exit(f"zoo: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        if not (args.out / "calibrate.json").exists():
-            run([*GENLAB, "calibrate", "--n", "10000", "--json", str(args.out / "calibrate.json")], args.out / "calibrate.log")
+        calib, earlier = args.out / "calibrate.json", args.continue_from and args.continue_from / "calibrate.json"
+        if not calib.exists() and earlier and earlier.exists():
+            shutil.copyfile(earlier, calib)  # the same test images and classifier: the same reference rows
+        elif not calib.exists():
+            run([*GENLAB, "calibrate", "--n", "10000", "--json", str(calib)], args.out / "calibrate.log")
         # Second stages last: each waits for its first stage's score.
         jobs = [(n, s) for s in seeds for n in names if ROWS[n][1]] + [(n, s) for s in seeds for n in names if not ROWS[n][1]]
         work = lambda job: train_and_score(*job, args.epochs, args.out, args.continue_from)  # noqa: E731
