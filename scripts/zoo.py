@@ -237,15 +237,15 @@ def table(out: Path, names: list[str], seeds: list[int], epochs: int, machine: s
                          f"| {r['coverage']:.3f} | | | {acc} | | | | |")  # fmt: skip
         if "test_accuracy" in scale:  # the ceiling of a model that generalises: held-out images with their labels
             lines.append(f"| | *test images (held out)* | | | | | | | | | {scale['test_accuracy']:.3f} | | | | |")
-    lines += ["", *per_seed(out, [r[0] for r in rows], seeds)]
+    lines += ["", *per_seed(rows, seeds)]
     if len(seeds) > 1:
         gauss = json.loads(calib.read_text())["rows"]["Gaussian fit to pixels"]["fd"] if calib.exists() else None
         lines += ["", *against_the_notes(fds, gauss)]
     return "\n".join(lines) + "\n"
 
 
-def per_seed(out: Path, names: list[str], seeds: list[int]) -> list[str]:
-    """Every seed's figures behind the table's means (seeds in the order given)."""
+def per_seed(rows: list[tuple], seeds: list[int]) -> list[str]:
+    """Every seed's figures behind the table's means (seeds in the order given), from the table's rows."""
     lines = [
         f"Per seed ({', '.join(map(str, seeds))}):",
         "",
@@ -253,15 +253,12 @@ def per_seed(out: Path, names: list[str], seeds: list[int]) -> list[str]:
         "|---|---|---|---|---|",
     ]
 
-    def each(found: list[dict], key: str, digits: int) -> str:
-        values = [r["sample_quality"].get(key) for r in found]
+    def each(values: list, digits: int) -> str:
         return ", ".join(f"{v:.{digits}f}" for v in values if v is not None) or "–"
 
-    for name in names:
-        raw, ema = scores(out, name, seeds), scores(out, name, seeds, "-ema")
-        for r in raw + ema:
-            r["sample_quality"]["largest"] = max(r["sample_quality"]["class_hist"])
-        cells = [each(raw, "fd", 1), each(ema, "fd", 1), each(raw, "largest", 3), each(raw, "conditional_accuracy", 3)]
+    for name, q, _, ema in rows:
+        cells = [each([x["fd"] for x in q], 1), each(ema, 1), each([max(x["class_hist"]) for x in q], 3),
+                 each([x.get("conditional_accuracy") for x in q], 3)]  # fmt: skip
         lines.append(f"| {name} | {' | '.join(cells)} |")
     return lines
 
