@@ -34,8 +34,18 @@ ROWS = {
     "beta-vae": ("vae", "beta_vae_shapes.toml", ["loss.beta=4.0"], "β-VAE, β = 4 per image at 32x32"),
     "annealed": ("vae", "annealed_vae_shapes.toml", [], "AnnealedVAE, C 0 → 25 nats"),
     "tcvae": ("vae", "tcvae_shapes.toml", [], "β-TCVAE, β = 6, MSS, TC warm-up"),
+    # Chen et al. train at batch 2048: the MSS estimate of TC is less biased at a larger batch (docs/disentanglement.md)
+    "tcvae-b1024": (
+        "vae",
+        "tcvae_shapes.toml",
+        ["train.batch_size=1024", "loss.tc_warmup=500"],
+        "β-TCVAE, β = 6, MSS, at batch 1,024 (warm-up over the same images)",
+    ),
     "factorvae": ("factorvae", "factorvae_shapes.toml", [], "FactorVAE, γ = 35"),
 }
+# rows that train on the images another row's budget buys (its timed rate x its batch / theirs), so that the
+# two differ only in their setting, whatever machine times them
+SAME_IMAGES = {"beta-norm1": "beta1", "tcvae-b1024": "tcvae"}
 # Chen et al.'s estimate costs grow with the active dimensions: FactorVAE's 7 made it 18 minutes on one core
 EVAL_EXTRA = {"factorvae": ["--chen-samples", "0"]}
 # the 600 timed steps are shorter than the capacity schedule, which genlab refuses; the schedule costs nothing
@@ -77,6 +87,22 @@ def rate(name: str, out: Path) -> float:
     return rates[name]
 
 
+def batch_size(name: str) -> int:
+    family, config, extra, _ = ROWS[name]
+    for item in extra:
+        if item.startswith("train.batch_size="):
+            return int(item.split("=", 1)[1])
+    from genlab.configfile import read_file
+
+    return read_file(ROOT / "configs" / config)["train"]["batch_size"]
+
+
+def budget_steps(name: str, out: Path, budget: float) -> int:
+    """The steps budget seconds of 2-core training buy a row (for a SAME_IMAGES row: its reference's images)."""
+    ref = SAME_IMAGES.get(name, name)
+    return round(budget * rate(ref, out) * batch_size(ref) / batch_size(name))
+
+
 def train_and_score(name: str, seed: int, steps: int, out: Path, threads: int) -> None:
     folder, log = out / "runs" / f"{name}-s{seed}", out / "logs" / f"{name}-s{seed}.log"
     if not (folder / "status.json").exists() or json.loads((folder / "status.json").read_text()).get("steps", 0) < steps:
@@ -99,7 +125,6 @@ def cell(values: list[float], digits: int = 3) -> str:
 
 
 def table(out: Path, names: list[str], seeds: list[int], machine: str, budget: float) -> str:
-    rates = json.loads((out / "rates.json").read_text())
     lines = [
         f"`shapes` at 32x32, each row at the steps {budget:g} s of training buy alone on 2 cores (the rate timed over "
         f"steps 350-600 alone), on {machine}, seeds {', '.join(map(str, seeds))}; figures on the mean code, "
@@ -116,10 +141,9 @@ def table(out: Path, names: list[str], seeds: list[int], machine: str, budget: f
             continue
         dis = [r["disentanglement"] for r in found]
         lik = [r.get("likelihood", {}) for r in found]
-        config = json.loads((out / "runs" / f"{name}-s{seeds[0]}" / "config.json").read_text())
-        steps = round(budget * rates[name])
+        steps = budget_steps(name, out, budget)
         lines.append(
-            f"| {name} | {ROWS[name][3]} | {steps:,} ({config['train']['batch_size']}) "
+            f"| {name} | {ROWS[name][3]} | {steps:,} ({batch_size(name)}) "
             f"| {cell([sum(d['kl_per_dim']) for d in dis], 1)} | {cell([x['neg_elbo'] for x in lik if 'neg_elbo' in x], 1)} "
             f"| {cell([d['mig'] for d in dis])} | {cell([d['factor_vae_score'] for d in dis])} "
             f"| {cell([d['dci']['disentanglement'] for d in dis])} | {cell([d['mig_chen'] for d in dis if 'mig_chen' in d])} "
@@ -158,6 +182,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--parallel", type=int, default=1, help="runs at once (1: one run on both cores, the fastest)")
     p.add_argument("--out", type=Path, default=Path("runs/shapes"))
+    p.add_argument("--threads", type=int, help="threads per run (default: the 2 cores shared among --parallel)")
     p.add_argument("--budget", type=float, default=BUDGET_S, help="seconds of 2-core training each row gets")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
@@ -166,11 +191,11 @@ def main() -> None:
         sys.exit(f"shapes: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        steps = {n: round(args.budget * rate(n, args.out)) for n in names}  # timed alone, before any run shares the cores
+        steps = {n: budget_steps(n, args.out, args.budget) for n in names}  # timed alone, before any run shares the cores
         print(f"shapes: steps for {args.budget:g} s on 2 cores:", steps, flush=True)
         jobs = [(n, s) for s in seeds for n in names]
         with ThreadPoolExecutor(args.parallel) as pool:
-            threads = max(1, 2 // args.parallel)
+            threads = args.threads or max(1, 2 // args.parallel)
             for (n, s), _ in zip(jobs, pool.map(lambda job: train_and_score(*job, steps[job[0]], args.out, threads), jobs)):
                 print(f"shapes: {n} seed {s} scored", flush=True)
     machine = subprocess.run([*GENLAB, "--version"], capture_output=True, text=True).stdout.strip().split("device ", 1)[-1]

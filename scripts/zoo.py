@@ -36,11 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 GENLAB = [sys.executable, "-m", "genlab.cli"]
 SNAPSHOTS = (30, 60, 120, 240, 480)
 STEPS_PER_EPOCH = 60_000 // 64
-# row: (family, config, extra --set values, what it is)
+# row: (family, config, extra: --set values, "n_critic" (n_critic x the steps) or a 2-Stage row's first stage; what it is)
 ROWS = {
     "gan": ("gan", "gan_fashion.toml", [], "the notes' MLP GAN"),
     "vae": ("vae", "vae_fashion.toml", [], "the notes' VAE (fixed-variance Gaussian decoder)"),
     "sigma-vae": ("vae", "sigma_vae_fashion.toml", [], "σ-VAE: the notes' VAE with a calibrated decoder"),
+    # kld_weight = 2γ/1024 with γ in genlab's [-1, 1] pixel units: γ = 1 in Dai & Wipf's [0, 1] units is γ = 4 here
+    "vae-g1": ("vae", "vae_fashion.toml", ["loss.kld_weight=0.0078125"], "the notes' VAE at a fixed γ = 1 ([0, 1] pixels)"),
     "dcgan": ("dcgan", "dcgan_fashion.toml", [], "DCGAN (D first, real and fake batches apart)"),
     "sngan": ("sngan", "sngan_fashion.toml", [], "SNGAN (the standard CNN D, spectral norm, hinge)"),
     "wgan-gp": ("wgan-gp", "wgan_gp_fashion.toml", [], "WGAN-GP at equal epochs (1/5 the G updates)"),
@@ -49,6 +51,7 @@ ROWS = {
     "cvae": ("cvae", "cvae_fashion.toml", [], "class-conditional VAE (learned p(z|y), label in every block)"),
     "vae+2stage": ("vae", None, ["vae"], "the notes' VAE + a 2-Stage second stage"),
     "sigma-vae+2stage": ("vae", None, ["sigma-vae"], "σ-VAE + a 2-Stage second stage (Dai & Wipf)"),
+    "vae-g1+2stage": ("vae", None, ["vae-g1"], "the γ = 1 VAE + a 2-Stage second stage"),
 }
 STAGE2_EPOCHS = 30
 EMA_DECAY = 0.999
@@ -118,6 +121,8 @@ def train_and_score(name: str, seed: int, epochs: int, out: Path, start: Path | 
         cmd = [*GENLAB, "train", family, "--config", str(ROOT / "configs" / config), "--seed", str(seed), "--quiet"]
         cmd += ["--epochs", str(math.ceil(steps / STEPS_PER_EPOCH)), "--max-steps", str(steps)]
         cmd += ["--set", f"train.snapshots={list(SNAPSHOTS)}", "--set", "train.report=false"]
+        for item in (e for e in extra if "=" in e):  # the row's own settings over its config
+            cmd += ["--set", item]
         if family not in ("vae", "cvae"):  # GANs: keep an EMA of G's weights beside the raw G (both scored)
             cmd += ["--set", f"train.ema={EMA_DECAY}"]
         if (folder / "config.json").exists():
@@ -241,6 +246,7 @@ def table(out: Path, names: list[str], seeds: list[int], epochs: int, machine: s
     if len(seeds) > 1:
         gauss = json.loads(calib.read_text())["rows"]["Gaussian fit to pixels"]["fd"] if calib.exists() else None
         lines += ["", *against_the_notes(fds, gauss)]
+        lines += ["", *two] if (two := dai_and_wipf(fds)) else []
     return "\n".join(lines) + "\n"
 
 
@@ -275,15 +281,33 @@ def against_the_notes(fds: dict[str, list[float]], gauss: float | None) -> list[
     for name, values in fds.items():
         if name in ("gan", "vae"):
             continue
-        parts = []
-        for label, ref in references.items():
-            if not ref:
-                continue
-            gap = statistics.mean(ref) - statistics.mean(values)
-            sd = pooled_sd(values, ref) if len(ref) > 1 else statistics.stdev(values)
-            verdict = "clearly below" if gap >= 2 * sd else ("clearly above" if gap <= -2 * sd else "a tie")
-            parts.append(f"{label} {gap:+.1f} ({gap / sd:+.1f} sd: {verdict})" if sd > 0 else f"{label} {gap:+.1f}")
+        parts = [f"{label} {gap(values, ref)}" for label, ref in references.items() if ref]
         lines.append(f"- {name}: " + "; ".join(parts))
+    return lines
+
+
+def gap(values: list[float], ref: list[float]) -> str:
+    """How far values' mean FD is below ref's, in pooled seed sd (one reference value: values' own sd)."""
+    diff = statistics.mean(ref) - statistics.mean(values)
+    sd = pooled_sd(values, ref) if len(ref) > 1 else statistics.stdev(values)
+    if sd == 0:
+        return f"{diff:+.1f}"
+    verdict = "clearly below" if diff >= 2 * sd else ("clearly above" if diff <= -2 * sd else "a tie")
+    return f"{diff:+.1f} ({diff / sd:+.1f} sd: {verdict})"
+
+
+def dai_and_wipf(fds: dict[str, list[float]]) -> list[str]:
+    """Dai & Wipf's order: each second stage against its own first stage, and the learned-γ (σ-VAE) 2-Stage
+    against the fixed-variance ones."""
+    stages = [n for n in fds if ROWS[n][1] is None and ROWS[n][2][0] in fds]
+    if not stages:
+        return []
+    lines = ["2-Stage (Dai & Wipf: the second stage helps, and helps most after a learned decoder variance):", ""]
+    for name in stages:
+        lines.append(f"- {name} against its first stage {ROWS[name][2][0]}: {gap(fds[name], fds[ROWS[name][2][0]])}")
+    if "sigma-vae+2stage" in stages:
+        for other in (n for n in stages if n != "sigma-vae+2stage"):
+            lines.append(f"- sigma-vae+2stage against {other}: {gap(fds['sigma-vae+2stage'], fds[other])}")
     return lines
 
 
@@ -297,7 +321,9 @@ def curves(out: Path, names: list[str], seeds: list[int], earlier: Path | None =
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for i, name in enumerate(ROWS):
+    trained = [n for n in ROWS if ROWS[n][1]]  # a 2-Stage row wears its first stage's colour, as a square
+    colour = {n: f"C{trained.index(n if ROWS[n][1] else ROWS[n][2][0]) % 10}" for n in ROWS}
+    for name in ROWS:
         folders = [f for f in (earlier, out if name in names else None) if f is not None]
         points: dict[float, list[float]] = {}
         for folder in folders:
@@ -319,7 +345,7 @@ def curves(out: Path, names: list[str], seeds: list[int], earlier: Path | None =
         means = [statistics.mean(points[x]) for x in xs]
         sds = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0 for x in xs]
         style = dict(marker="s", ls="none") if ROWS[name][1] is None else dict(marker="o")
-        ax.errorbar(xs, means, yerr=sds, capsize=2, label=name, color=f"C{i % 10}", **style)
+        ax.errorbar(xs, means, yerr=sds, capsize=2, label=name, color=colour[name], **style)
     calib = out / "calibrate.json"
     if calib.exists():
         gauss = json.loads(calib.read_text())["rows"].get("Gaussian fit to pixels")

@@ -46,6 +46,16 @@ def test_resume_with_the_first_commands_own_flags(idx_data: Path, tmp_path: Path
     assert main(["train", "gan", "--resume", str(run), "--out", str(tmp_path / "elsewhere"), "--quiet"]) == 2
     assert "drop --out" in capsys.readouterr().err
 
+    # The folder knows its family: --resume alone continues it; a wrong family is named, and no family
+    # without --resume is one line.
+    assert main(["train", "--resume", str(run), "--max-steps", "14", "--quiet"]) == 0, capsys.readouterr().err
+    assert ckpt.load_state(ckpt.find_checkpoint(run))["step"] == 14
+    assert main(["train", "vae", "--resume", str(run), "--quiet"]) == 2
+    assert "is a gan run" in capsys.readouterr().err
+    assert main(["train", "--max-steps", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "name a model family" in err and "\n" not in err, err
+
 
 def _folder(root: Path, mode: str, n: int = 40, size: int = 64) -> Path:
     root.mkdir()

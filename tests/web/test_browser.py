@@ -92,6 +92,24 @@ def test_report_smoothing_is_tensorboards(browser, tiny_runs: dict[str, Path]) -
         np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
+def test_a_one_point_series_is_drawn_in_its_legend_colour(browser, tiny_runs: dict[str, Path]) -> None:
+    page = (tiny_runs["vae"] / "report.html").resolve().as_uri()
+    if browser.current_url != page:  # the smoothing test's page: loading it again costs ~40 s on 2 cores
+        browser.get(page)
+    chart = {"title": "loss", "series": {"loss": [[s, 1.0 / (s + 1)] for s in range(0, 200, 2)], "val_loss": [[199, 0.4]]}}
+    marks = browser.execute_script(
+        """const box = document.createElement("div"); document.body.appendChild(box);
+        drawChart(box, arguments[0], {smoothing: 0.6, log: false});
+        const colour = i => box.querySelectorAll(".legend i")[i].style.background;
+        return {val: [...box.querySelectorAll('circle[data-series="val_loss"]')].map(c => c.getAttribute("fill")),
+                dense: box.querySelectorAll('circle[data-series="loss"]').length, legend: colour(1)};""",
+        chart,
+    )
+    assert len(marks["val"]) == 1  # a path of one point draws nothing; the mark is what shows
+    assert marks["dense"] == 0  # 100 points are a line, not dots
+    assert marks["legend"] == "rgb(214, 39, 40)" and marks["val"][0] == "#d62728"
+
+
 def test_explorer_arrow_key_decodes_what_the_server_decodes(browser, tiny_runs: dict[str, Path], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

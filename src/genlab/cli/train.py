@@ -50,13 +50,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.out and Path(args.out).resolve() != run_dir.resolve():
             raise GenlabError(f"--out {args.out} is not the resumed run {run_dir}; a resumed run stays in its folder: drop --out")
         config = resumed_config(run_dir, args.family, args.config, overrides)
+    elif args.family is None:
+        raise GenlabError("genlab train: name a model family (e.g. `genlab train vae`), or continue a run with --resume RUN")
     else:
         config = load_config(args.family, args.config, overrides)
         run_dir = Path(args.out or f"runs/{args.family}-{time.strftime('%Y%m%d-%H%M%S')}")
         check_new_run_folder(run_dir)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 writes (and locks) the run folder
     verb = f"--resume {run_dir}" if args.resume else f"--out {run_dir}"
-    with run_lock(run_dir, f"genlab train {args.family} {verb}") if main_rank else nullcontext():
+    with run_lock(run_dir, f"genlab train {config.family} {verb}") if main_rank else nullcontext():
         if not args.resume and (run_dir / "checkpoints").exists():
             raise GenlabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
         started = time.monotonic()
@@ -105,7 +107,7 @@ def add_commands(sub) -> None:
     from genlab.models import FAMILIES
 
     p = sub.add_parser("train", help="train a model family on a data set")
-    p.add_argument("family", choices=list(FAMILIES))
+    p.add_argument("family", nargs="?", choices=list(FAMILIES), help="the model family (a resumed run knows its own)")
     p.add_argument("--config", help="TOML or YAML file with [model] [loss] [train] [data] sections")
     p.add_argument("--data", help="built-in data set (fashion-mnist, mnist) or a folder of images or IDX files")
     p.add_argument("--epochs", type=int)

@@ -67,8 +67,9 @@ def _show(value: Any) -> str:
     return json.dumps(_plain(value))
 
 
-def resumed_config(run_dir: Path, name: str, config_file: str | None, overrides: dict[str, Any]) -> RunConfig:
-    """The config a resumed run continues with: the saved one, with only the RESUMABLE keys given now."""
+def resumed_config(run_dir: Path, name: str | None, config_file: str | None, overrides: dict[str, Any]) -> RunConfig:
+    """The config a resumed run continues with: the saved one, with only the RESUMABLE keys given now.
+    name is the family the user named, checked against the run's; None takes the run's."""
     path = run_dir / "config.json"
     if not path.is_file():
         raise GenlabError(f"--resume {run_dir}: no config.json there; pass the folder of a genlab training run")
@@ -81,6 +82,7 @@ def resumed_config(run_dir: Path, name: str, config_file: str | None, overrides:
     if not isinstance(raw, dict):
         raise GenlabError(f"{path} is damaged ({problem}); copy {_config_copy(run_dir)} over it, then resume")
     saved = from_dict(raw).to_dict()
+    name = name or saved["family"]
     if saved["family"] != name:
         raise GenlabError(f"{run_dir} is a {saved['family']} run; resume it with `genlab train {saved['family']} --resume`")
     changed, allowed = resume_changes(name, saved, config_file, overrides)

@@ -1,5 +1,6 @@
 // Line charts as inline SVG, with TensorBoard's smoothing; no library, nothing fetched.
 "use strict";
+const SPARSE = 40;
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 
 // TensorBoard's debiased exponential moving average: weight 0 leaves the values as they are.
@@ -75,6 +76,10 @@ function drawChart(box, chart, opts) {
     const path = (vals) => vals.map((v, j) => `${j ? "L" : "M"}${px(l.xs[j]).toFixed(1)},${py(v).toFixed(1)}`).join("");
     if (opts.smoothing > 0) svgEl("path", { d: path(l.raw), fill: "none", stroke: color, "stroke-opacity": 0.2 }, svg);
     svgEl("path", { d: path(l.ys), fill: "none", stroke: color, "stroke-width": 1.5, "data-series": l.name }, svg);
+    // A sparse series (validation once an epoch) is a line of one or a few points: mark each one, or it is invisible.
+    if (l.xs.length <= SPARSE) {
+      l.ys.forEach((v, j) => svgEl("circle", { cx: px(l.xs[j]).toFixed(1), cy: py(v).toFixed(1), r: 2.5, fill: color, "data-series": l.name }, svg));
+    }
     const item = document.createElement("span");
     item.innerHTML = `<i style="background:${color}"></i>`;
     item.appendChild(document.createTextNode(`${l.name}: ${fmt(l.raw[l.raw.length - 1])}`));
