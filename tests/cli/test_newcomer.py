@@ -55,6 +55,11 @@ def test_resume_with_the_first_commands_own_flags(idx_data: Path, tmp_path: Path
     assert main(["train", "--max-steps", "3"]) == 2
     err = capsys.readouterr().err.strip()
     assert "name a model family" in err and "\n" not in err, err
+    with pytest.raises(SystemExit):  # a misspelt flag is named, not its value taken for the family
+        main(["train", "--resume", str(run), "--epoks", "3"])
+    assert "unrecognized arguments: --epoks" in capsys.readouterr().err
+    assert main(["train", "vea", "--max-steps", "3"]) == 2
+    assert "no model family 'vea'; choose from vae, gan" in capsys.readouterr().err
 
 
 def _folder(root: Path, mode: str, n: int = 40, size: int = 64) -> Path:

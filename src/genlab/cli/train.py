@@ -38,11 +38,14 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from genlab.configfile import load_config
+    from genlab.models import FAMILIES
     from genlab.runlock import run_lock
     from genlab.train.guards import check_new_run_folder
     from genlab.train.loop import train
     from genlab.train.resume import resumed_config
 
+    if args.family is not None and args.family not in FAMILIES:
+        raise GenlabError(f"genlab train: no model family {args.family!r}; choose from {', '.join(FAMILIES)}")
     overrides = {key: getattr(args, dest) for dest, key in TRAIN_FLAGS.items() if getattr(args, dest) is not None}
     overrides.update(parse_set(args.set))
     if args.resume:
@@ -107,7 +110,9 @@ def add_commands(sub) -> None:
     from genlab.models import FAMILIES
 
     p = sub.add_parser("train", help="train a model family on a data set")
-    p.add_argument("family", nargs="?", choices=list(FAMILIES), help="the model family (a resumed run knows its own)")
+    # No argparse choices: with the family optional, a misspelt flag's value would be read as the family and
+    # the error would name the value instead of the flag; cmd_train checks the name after parsing.
+    p.add_argument("family", nargs="?", help=f"{', '.join(FAMILIES)} (a resumed run knows its own)")
     p.add_argument("--config", help="TOML or YAML file with [model] [loss] [train] [data] sections")
     p.add_argument("--data", help="built-in data set (fashion-mnist, mnist) or a folder of images or IDX files")
     p.add_argument("--epochs", type=int)
