@@ -9,9 +9,11 @@ and at equal generator updates, n_critic times the critic steps), each run alone
 keeps snapshots at 30, 60, 120, 240 and 480 CPU-seconds of its training (`train.snapshots`); the final
 weights and every snapshot are scored by `genlab eval --n 10000` in the shipped classifier's features,
 GANs with their raw and their exponential-moving-average generator. The 2-Stage rows fit the second
-stage on the vae and sigma-vae runs, its CPU-seconds added to the row's. Writes OUT/<row>-s<seed>*.json,
-OUT/table.md (means ± sd, every seed, each model against the notes' models in pooled seed sd),
-OUT/curves.png (FD against CPU-seconds) and OUT/zoo.png (a row of samples per model). --continue-from
+stage on the vae and sigma-vae runs, its CPU-seconds added to the row's; the -bf16 rows train their
+fp32 row's config under bf16 autocast (train.precision), and the table holds each against it.
+Writes OUT/<row>-s<seed>*.json, OUT/table.md (means ± sd, every seed, each model against the notes'
+models in pooled seed sd), OUT/curves.png (FD against CPU-seconds) and OUT/zoo.png (a row of samples
+per model). --continue-from
 resumes the runs of a shorter zoo to the longer setting (resume is exact: the same runs as trained
 straight through) and draws their earlier points on the same curves. Scored runs are skipped, so an
 interrupted call continues.
@@ -49,6 +51,8 @@ ROWS = {
     "wgan-gp-g": ("wgan-gp", "wgan_gp_fashion.toml", ["n_critic"], "WGAN-GP at equal G updates"),
     "cgan": ("cgan", "cgan_fashion.toml", [], "class-conditional GAN (class at G's input and in CBN, projection D)"),
     "cvae": ("cvae", "cvae_fashion.toml", [], "class-conditional VAE (learned p(z|y), label in every block)"),
+    "dcgan-bf16": ("dcgan", "dcgan_fashion.toml", ["train.precision=bf16"], "DCGAN under bf16 autocast"),
+    "cgan-bf16": ("cgan", "cgan_fashion.toml", ["train.precision=bf16"], "cGAN under bf16 autocast"),
     "vae+2stage": ("vae", None, ["vae"], "the notes' VAE + a 2-Stage second stage"),
     "sigma-vae+2stage": ("vae", None, ["sigma-vae"], "σ-VAE + a 2-Stage second stage (Dai & Wipf)"),
     "vae-g1+2stage": ("vae", None, ["vae-g1"], "the γ = 1 VAE + a 2-Stage second stage"),
@@ -247,6 +251,7 @@ def table(out: Path, names: list[str], seeds: list[int], epochs: int, machine: s
         gauss = json.loads(calib.read_text())["rows"]["Gaussian fit to pixels"]["fd"] if calib.exists() else None
         lines += ["", *against_the_notes(fds, gauss)]
         lines += ["", *two] if (two := dai_and_wipf(fds)) else []
+        lines += ["", *low] if (low := bf16_against_fp32(fds)) else []
     return "\n".join(lines) + "\n"
 
 
@@ -311,6 +316,22 @@ def dai_and_wipf(fds: dict[str, list[float]]) -> list[str]:
     return lines
 
 
+def bf16_against_fp32(fds: dict[str, list[float]]) -> list[str]:
+    """Each bf16 row against the same model in fp32: bf16 is offered where the gap is a tie."""
+    pairs = [(n, n.removesuffix("-bf16")) for n in fds if n.endswith("-bf16") and n.removesuffix("-bf16") in fds]
+    if not pairs:
+        return []
+    lines = ['bf16 autocast (train.precision = "bf16") against fp32, the same model and seeds (a tie: equal FD):', ""]
+    return lines + [f"- {low} against {full}: {gap(fds[low], fds[full])}" for low, full in pairs]
+
+
+def base_row(name: str) -> str:
+    """The row whose colour a row wears on the curves: a 2-Stage row its first stage's, a bf16 row its fp32 row's."""
+    if ROWS[name][1] is None:
+        return ROWS[name][2][0]
+    return name.removesuffix("-bf16")
+
+
 def curves(out: Path, names: list[str], seeds: list[int], earlier: Path | None = None) -> Path:
     """FD against CPU-seconds of training: each model's snapshots (mean ± sd over seeds) and its final point
     (mean CPU-s and FD over seeds); with the points of the shorter zoo these runs were continued from (earlier),
@@ -321,8 +342,8 @@ def curves(out: Path, names: list[str], seeds: list[int], earlier: Path | None =
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    trained = [n for n in ROWS if ROWS[n][1]]  # a 2-Stage row wears its first stage's colour, as a square
-    colour = {n: f"C{trained.index(n if ROWS[n][1] else ROWS[n][2][0]) % 10}" for n in ROWS}
+    own = [n for n in ROWS if base_row(n) == n]  # a 2-Stage row as a square, a bf16 row dashed, in their base's colour
+    colour = {n: f"C{own.index(base_row(n)) % 10}" for n in ROWS}
     for name in ROWS:
         folders = [f for f in (earlier, out if name in names else None) if f is not None]
         points: dict[float, list[float]] = {}
@@ -345,6 +366,8 @@ def curves(out: Path, names: list[str], seeds: list[int], earlier: Path | None =
         means = [statistics.mean(points[x]) for x in xs]
         sds = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0 for x in xs]
         style = dict(marker="s", ls="none") if ROWS[name][1] is None else dict(marker="o")
+        if name.endswith("-bf16"):
+            style = dict(marker="^", ls="--")
         ax.errorbar(xs, means, yerr=sds, capsize=2, label=name, color=colour[name], **style)
     calib = out / "calibrate.json"
     if calib.exists():

@@ -18,9 +18,19 @@ from conftest import NEW
 def test_bench_rows_of_the_new_models(family: str) -> None:
     from genlab.bench import bench_zoo
 
-    row = bench_zoo(family, torch.device("cpu"), batch_size=4, steps=1, repeats=1)["train"]
+    rows = bench_zoo(family, torch.device("cpu"), batch_size=4, steps=1, repeats=1)
+    row, half = rows["train"], rows["train_bf16"]
     assert len(row["plain"]) == len(row["genlab"]) == 1 and min(row["plain"] + row["genlab"]) > 0
     assert row["flops_per_image"] > 1e6  # conv layers at their shipped width: millions of FLOPs per image
+    # train.precision = "bf16": timed against the same plain loop; one step's loss within bf16's rounding of fp32's
+    assert half["plain_of"] == "train" and len(half["genlab"]) == 1 and half["genlab"][0] > 0
+    assert 0 < half["loss_rel_error"] < 0.05
+
+
+def test_bench_of_a_new_model_is_named_for_it() -> None:
+    result = run_bench("dcgan", torch.device("cpu"), batch_size=2, steps=1, repeats=1)
+    assert result["family"] == "dcgan" and set(result["workloads"]) == {"train", "train_bf16"}
+    assert "dcgan on cpu" in format_bench(result)
 
 
 @pytest.mark.slow
@@ -36,3 +46,12 @@ def test_bench_runs_and_reports_every_workload(tmp_path: Path) -> None:
     vae = json.loads((tmp_path / "b.json").read_text())[0]
     # 313 MFLOP per 64x64 image for a training step of the notes' VAE (the issue's figure), within counting detail
     assert 250e6 < vae["workloads"]["train"]["flops_per_image"] < 380e6
+
+
+def test_timed_in_turn_alternates_the_repeats() -> None:
+    from genlab.bench.timing import timed_in_turn
+
+    calls: list[str] = []
+    times = timed_in_turn({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, torch.device("cpu"), 2, 3, warmup=1)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3  # warm-ups, then each repeat's 2 steps of a, then of b

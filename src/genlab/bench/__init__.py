@@ -91,8 +91,8 @@ def run_bench(
     if tuned:
         # Ratios are against the reference as users run it; the same-allocator ratio is kept beside them.
         default = plain_in_default_process(name, batch_size, steps, repeats)
-        for name, row in raw.items():
-            row["plain_same_allocator"], row["plain"] = row["plain"], default[row.get("plain_of", name)]
+        for workload, row in raw.items():
+            row["plain_same_allocator"], row["plain"] = row["plain"], default[row.get("plain_of", workload)]
     memory = peak_memory(name, batch_size, device) if name in NOTES_BENCHES else None
     return {
         "family": name,

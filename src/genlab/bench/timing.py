@@ -31,6 +31,21 @@ def timed(fn: Callable[[], Any], device: torch.device, steps: int, repeats: int,
     return out
 
 
+def timed_in_turn(
+    fns: dict[str, Callable[[], Any]], device: torch.device, steps: int, repeats: int, warmup: int = 3
+) -> dict[str, list[float]]:
+    """timed() of several workloads, their repeats taken in turn: a machine whose speed drifts during the
+    bench (a neighbour's load, clocks) moves all of them alike instead of the one timed last."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            out[name] += timed(fn, device, steps, 1, warmup=0)
+    return out
+
+
 def matmul_rate(device: torch.device, n: int = 2048, dtype: torch.dtype = torch.float32) -> float:
     """Measured FLOP/s of a large square matmul: the device's practical ceiling."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from genlab.bench.textbook import TEXTBOOK, PILDataset, notes_gan_step, notes_vae_step, reference_vae
-from genlab.bench.timing import flops_of, timed
+from genlab.bench.timing import flops_of, timed, timed_in_turn
 from genlab.config import GANLossConfig, VAELossConfig
 from genlab.configfile import load_config
 from genlab.data import ImageData, iterate_batches, to_float
@@ -255,11 +255,32 @@ def bench_zoo(name: str, device: torch.device, batch_size: int, steps: int, repe
     # The flop counter cannot follow the gradient penalty's double backward: WGAN-GP's figure leaves it out.
     counted = replace(config.loss, gp_weight=0.0) if hasattr(config.loss, "gp_weight") else config.loss
     flops = flops_of(lambda: textbook(copy.deepcopy(plain), x, p_g, p_d, 0, counted, labels))
-    return {
-        "train": {
-            "plain": timed(plain_step, device, steps, repeats),
-            "genlab": timed(fast_step, device, steps, repeats),
-            "flops_per_image": flops / batch_size,
-            "batch": batch_size,
-        }
-    }
+    # train.precision = "bf16": the same step under bfloat16 autocast, from the same starting weights.
+    amp = Precision(device.type, torch.bfloat16)
+    half = copy.deepcopy(plain)
+    half_opts = trainer.make_optimizers(half, config)
+    if t.channels_last:
+        half = half.to(memory_format=torch.channels_last)
+    counter["half"] = 0
+    error = bf16_step_error(half, x_fast, config, trainer, amp)  # before the timed steps move its weights
+
+    def half_step() -> None:
+        trainer.step(half, x_fast, half_opts, config.loss, counter["half"], amp=amp)
+        counter["half"] += 1
+
+    times = timed_in_turn({"plain": plain_step, "genlab": fast_step, "bf16": half_step}, device, steps, repeats)
+    train = {"plain": times["plain"], "genlab": times["genlab"], "flops_per_image": flops / batch_size, "batch": batch_size}
+    bf16 = {**train, "plain_of": "train", "genlab": times["bf16"], "loss_rel_error": error}
+    return {"train": train, "train_bf16": bf16}
+
+
+def bf16_step_error(model: nn.Module, batch: Any, config: Any, trainer: Any, amp: Precision) -> float:
+    """|loss_bf16 - loss_fp32| / |loss_fp32| of the first logged term of one step from the same weights, noise
+    and batch: the opt-in's accuracy for a model beyond the notes."""
+    terms = []
+    for precision in (Precision(), amp):
+        copy_ = copy.deepcopy(model)
+        torch.manual_seed(0)
+        out = trainer.step(copy_, batch, trainer.make_optimizers(copy_, config), config.loss, 0, amp=precision)
+        terms.append(out[trainer.log_keys[0]].double())
+    return (abs(terms[1] - terms[0]) / abs(terms[0])).item()
