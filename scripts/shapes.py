@@ -141,9 +141,10 @@ def table(out: Path, names: list[str], seeds: list[int], machine: str, budget: f
             continue
         dis = [r["disentanglement"] for r in found]
         lik = [r.get("likelihood", {}) for r in found]
-        steps = budget_steps(name, out, budget)
+        # The steps each run was scored at (a report never times a row: that is for a run alone on the machine).
+        steps = ", ".join(sorted({f"{r['run_step']:,}" for r in found}))
         lines.append(
-            f"| {name} | {ROWS[name][3]} | {steps:,} ({batch_size(name)}) "
+            f"| {name} | {ROWS[name][3]} | {steps} ({batch_size(name)}) "
             f"| {cell([sum(d['kl_per_dim']) for d in dis], 1)} | {cell([x['neg_elbo'] for x in lik if 'neg_elbo' in x], 1)} "
             f"| {cell([d['mig'] for d in dis])} | {cell([d['factor_vae_score'] for d in dis])} "
             f"| {cell([d['dci']['disentanglement'] for d in dis])} | {cell([d['mig_chen'] for d in dis if 'mig_chen' in d])} "

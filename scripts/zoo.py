@@ -32,30 +32,54 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GENLAB = [sys.executable, "-m", "genlab.cli"]
 SNAPSHOTS = (30, 60, 120, 240, 480)
 STEPS_PER_EPOCH = 60_000 // 64
-# row: (family, config, extra: --set values, "n_critic" (n_critic x the steps) or a 2-Stage row's first stage; what it is)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: a shipped config trained for the zoo's epochs, or a second stage on another row's runs."""
+
+    family: str
+    what: str
+    config: str | None = None  # under configs/; None for a 2-Stage row, which trains nothing of its own
+    sets: tuple[str, ...] = ()  # --set items over the config
+    first: str | None = None  # a 2-Stage row: the row whose runs its second stage is fitted on
+    fp32: str | None = None  # a bf16 row: the row it repeats in fp32 (held against it, drawn in its colour)
+    step_factor: int = 1  # steps per epoch's worth: WGAN-GP at equal G updates takes n_critic (5) x the critic steps
+
+    def folder(self, name: str, seed: int) -> str:
+        """The run folder (under OUT/runs) whose weights the row scores."""
+        return f"{self.first or name}-s{seed}"
+
+    @property
+    def base(self) -> str | None:
+        """The row whose colour this one wears on the curves (None: a colour of its own)."""
+        return self.first or self.fp32
+
+
 ROWS = {
-    "gan": ("gan", "gan_fashion.toml", [], "the notes' MLP GAN"),
-    "vae": ("vae", "vae_fashion.toml", [], "the notes' VAE (fixed-variance Gaussian decoder)"),
-    "sigma-vae": ("vae", "sigma_vae_fashion.toml", [], "σ-VAE: the notes' VAE with a calibrated decoder"),
+    "gan": Row("gan", "the notes' MLP GAN", "gan_fashion.toml"),
+    "vae": Row("vae", "the notes' VAE (fixed-variance Gaussian decoder)", "vae_fashion.toml"),
+    "sigma-vae": Row("vae", "σ-VAE: the notes' VAE with a calibrated decoder", "sigma_vae_fashion.toml"),
     # kld_weight = 2γ/1024 with γ in genlab's [-1, 1] pixel units: γ = 1 in Dai & Wipf's [0, 1] units is γ = 4 here
-    "vae-g1": ("vae", "vae_fashion.toml", ["loss.kld_weight=0.0078125"], "the notes' VAE at a fixed γ = 1 ([0, 1] pixels)"),
-    "dcgan": ("dcgan", "dcgan_fashion.toml", [], "DCGAN (D first, real and fake batches apart)"),
-    "sngan": ("sngan", "sngan_fashion.toml", [], "SNGAN (the standard CNN D, spectral norm, hinge)"),
-    "wgan-gp": ("wgan-gp", "wgan_gp_fashion.toml", [], "WGAN-GP at equal epochs (1/5 the G updates)"),
-    "wgan-gp-g": ("wgan-gp", "wgan_gp_fashion.toml", ["n_critic"], "WGAN-GP at equal G updates"),
-    "cgan": ("cgan", "cgan_fashion.toml", [], "class-conditional GAN (class at G's input and in CBN, projection D)"),
-    "cvae": ("cvae", "cvae_fashion.toml", [], "class-conditional VAE (learned p(z|y), label in every block)"),
-    "dcgan-bf16": ("dcgan", "dcgan_fashion.toml", ["train.precision=bf16"], "DCGAN under bf16 autocast"),
-    "cgan-bf16": ("cgan", "cgan_fashion.toml", ["train.precision=bf16"], "cGAN under bf16 autocast"),
-    "vae+2stage": ("vae", None, ["vae"], "the notes' VAE + a 2-Stage second stage"),
-    "sigma-vae+2stage": ("vae", None, ["sigma-vae"], "σ-VAE + a 2-Stage second stage (Dai & Wipf)"),
-    "vae-g1+2stage": ("vae", None, ["vae-g1"], "the γ = 1 VAE + a 2-Stage second stage"),
+    "vae-g1": Row("vae", "the notes' VAE at a fixed γ = 1 ([0, 1] pixels)", "vae_fashion.toml", ("loss.kld_weight=0.0078125",)),
+    "dcgan": Row("dcgan", "DCGAN (D first, real and fake batches apart)", "dcgan_fashion.toml"),
+    "sngan": Row("sngan", "SNGAN (the standard CNN D, spectral norm, hinge)", "sngan_fashion.toml"),
+    "wgan-gp": Row("wgan-gp", "WGAN-GP at equal epochs (1/5 the G updates)", "wgan_gp_fashion.toml"),
+    "wgan-gp-g": Row("wgan-gp", "WGAN-GP at equal G updates", "wgan_gp_fashion.toml", step_factor=5),
+    "cgan": Row("cgan", "class-conditional GAN (class at G's input and in CBN, projection D)", "cgan_fashion.toml"),
+    "cvae": Row("cvae", "class-conditional VAE (learned p(z|y), label in every block)", "cvae_fashion.toml"),
+    "dcgan-bf16": Row("dcgan", "DCGAN under bf16 autocast", "dcgan_fashion.toml", ("train.precision=bf16",), fp32="dcgan"),
+    "cgan-bf16": Row("cgan", "cGAN under bf16 autocast", "cgan_fashion.toml", ("train.precision=bf16",), fp32="cgan"),
+    "vae+2stage": Row("vae", "the notes' VAE + a 2-Stage second stage", first="vae"),
+    "sigma-vae+2stage": Row("vae", "σ-VAE + a 2-Stage second stage (Dai & Wipf)", first="sigma-vae"),
+    "vae-g1+2stage": Row("vae", "the γ = 1 VAE + a 2-Stage second stage", first="vae-g1"),
 }
 STAGE2_EPOCHS = 30
 EMA_DECAY = 0.999
@@ -103,13 +127,13 @@ def continue_run(source: Path, folder: Path) -> None:
 
 
 def train_and_score(name: str, seed: int, epochs: int, out: Path, start: Path | None = None) -> None:
-    family, config, extra, _ = ROWS[name]
+    row = ROWS[name]
     runs, log = out / "runs", out / "logs" / f"{name}-s{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
-    if config is None:  # a second stage on the first stage of this seed, once that is scored
-        first = runs / f"{extra[0]}-s{seed}"
-        while not (out / f"{extra[0]}-s{seed}.json").exists():
+    if row.first:  # a second stage on the first stage of this seed, once that is scored
+        first = runs / row.folder(name, seed)
+        while not (out / f"{row.first}-s{seed}.json").exists():
             time.sleep(10)
         info = first / "stage2" / "stage2.json"
         if not info.exists():
@@ -117,20 +141,20 @@ def train_and_score(name: str, seed: int, epochs: int, out: Path, start: Path | 
         evaluate(first, out / f"{name}-s{seed}.json", log, stage2=True)
         return
     folder = runs / f"{name}-s{seed}"
-    steps = epochs * STEPS_PER_EPOCH * (5 if "n_critic" in extra else 1)
+    steps = epochs * STEPS_PER_EPOCH * row.step_factor
     shorter = start / "runs" / folder.name if start else None
     if shorter and not folder.exists() and 0 < trained_steps(shorter) < steps:
         continue_run(shorter, folder)
     if trained_steps(folder) < steps:
-        cmd = [*GENLAB, "train", family, "--config", str(ROOT / "configs" / config), "--seed", str(seed), "--quiet"]
+        cmd = [*GENLAB, "train", row.family, "--config", str(ROOT / "configs" / row.config), "--seed", str(seed), "--quiet"]
         cmd += ["--epochs", str(math.ceil(steps / STEPS_PER_EPOCH)), "--max-steps", str(steps)]
         cmd += ["--set", f"train.snapshots={list(SNAPSHOTS)}", "--set", "train.report=false"]
-        for item in (e for e in extra if "=" in e):  # the row's own settings over its config
+        for item in row.sets:  # the row's own settings over its config
             cmd += ["--set", item]
-        if family not in ("vae", "cvae"):  # GANs: keep an EMA of G's weights beside the raw G (both scored)
+        if row.family not in ("vae", "cvae"):  # GANs: keep an EMA of G's weights beside the raw G (both scored)
             cmd += ["--set", f"train.ema={EMA_DECAY}"]
         if (folder / "config.json").exists():
-            cmd = [*GENLAB, "train", family, "--resume", str(folder), "--max-steps", str(steps), "--quiet",
+            cmd = [*GENLAB, "train", row.family, "--resume", str(folder), "--max-steps", str(steps), "--quiet",
                    "--epochs", str(math.ceil(steps / STEPS_PER_EPOCH))]  # fmt: skip
         else:
             cmd += ["--out", str(folder)]
@@ -151,8 +175,7 @@ def mean_std(values: list[float], digits: int) -> str:
 
 def run_facts(out: Path, name: str, seed: int) -> dict[str, float]:
     """Steps, CPU-seconds, training images/s and parameters of one row's run (both stages for 2-Stage rows)."""
-    family, config, extra, _ = ROWS[name]
-    folder = out / "runs" / (f"{extra[0]}-s{seed}" if config is None else f"{name}-s{seed}")
+    folder = out / "runs" / ROWS[name].folder(name, seed)
     status = json.loads((folder / "status.json").read_text())
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     speeds = [r["images_per_s"] for r in rows if "images_per_s" in r][1:]  # the first window holds start-up
@@ -162,7 +185,7 @@ def run_facts(out: Path, name: str, seed: int) -> dict[str, float]:
     with safe_open(str(weights), "pt") as f:
         params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys() if "running" not in k and "num_batches" not in k)
     cpu = status.get("cpu_s", status.get("wall_s"))
-    if config is None:
+    if ROWS[name].first:
         info = json.loads((folder / "stage2" / "stage2.json").read_text())
         cpu += info.get("cpu_s", info["seconds"])
         params += info.get("params", 0)
@@ -232,7 +255,7 @@ def table(out: Path, names: list[str], seeds: list[int], epochs: int, machine: s
         top = mean_std([max(x["class_hist"]) for x in q], 3)
         acc = col("conditional_accuracy", 3) if "conditional_accuracy" in q[0] else "–"
         lines.append(
-            f"| {ranks.get(name, '')} | {name}: {ROWS[name][3]} | {col('fd', 1)} | {mean_std(ema, 1)} | {col('precision', 3)} "
+            f"| {ranks.get(name, '')} | {name}: {ROWS[name].what} | {col('fd', 1)} | {mean_std(ema, 1)} | {col('precision', 3)} "
             f"| {col('recall', 3)} | {col('density', 3)} | {col('coverage', 3)} | {tv} | {top} | {acc} "
             f"| {mean_std([f['steps'] for f in facts], 0)} | {mean_std([f['cpu_s'] for f in facts], 0)} "
             f"| {mean_std([f['images_per_s'] for f in facts], 0)} | {facts[0]['params']:,} |"
@@ -304,12 +327,13 @@ def gap(values: list[float], ref: list[float]) -> str:
 def dai_and_wipf(fds: dict[str, list[float]]) -> list[str]:
     """Dai & Wipf's order: each second stage against its own first stage, and the learned-γ (σ-VAE) 2-Stage
     against the fixed-variance ones."""
-    stages = [n for n in fds if ROWS[n][1] is None and ROWS[n][2][0] in fds]
+    stages = [n for n in fds if ROWS[n].first in fds]
     if not stages:
         return []
     lines = ["2-Stage (Dai & Wipf: the second stage helps, and helps most after a learned decoder variance):", ""]
     for name in stages:
-        lines.append(f"- {name} against its first stage {ROWS[name][2][0]}: {gap(fds[name], fds[ROWS[name][2][0]])}")
+        first = ROWS[name].first
+        lines.append(f"- {name} against its first stage {first}: {gap(fds[name], fds[first])}")
     if "sigma-vae+2stage" in stages:
         for other in (n for n in stages if n != "sigma-vae+2stage"):
             lines.append(f"- sigma-vae+2stage against {other}: {gap(fds['sigma-vae+2stage'], fds[other])}")
@@ -318,18 +342,11 @@ def dai_and_wipf(fds: dict[str, list[float]]) -> list[str]:
 
 def bf16_against_fp32(fds: dict[str, list[float]]) -> list[str]:
     """Each bf16 row against the same model in fp32: bf16 is offered where the gap is a tie."""
-    pairs = [(n, n.removesuffix("-bf16")) for n in fds if n.endswith("-bf16") and n.removesuffix("-bf16") in fds]
+    pairs = [(n, ROWS[n].fp32) for n in fds if ROWS[n].fp32 in fds]
     if not pairs:
         return []
     lines = ['bf16 autocast (train.precision = "bf16") against fp32, the same model and seeds (a tie: equal FD):', ""]
     return lines + [f"- {low} against {full}: {gap(fds[low], fds[full])}" for low, full in pairs]
-
-
-def base_row(name: str) -> str:
-    """The row whose colour a row wears on the curves: a 2-Stage row its first stage's, a bf16 row its fp32 row's."""
-    if ROWS[name][1] is None:
-        return ROWS[name][2][0]
-    return name.removesuffix("-bf16")
 
 
 def curves(out: Path, names: list[str], seeds: list[int], earlier: Path | None = None) -> Path:
@@ -342,8 +359,8 @@ def curves(out: Path, names: list[str], seeds: list[int], earlier: Path | None =
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    own = [n for n in ROWS if base_row(n) == n]  # a 2-Stage row as a square, a bf16 row dashed, in their base's colour
-    colour = {n: f"C{own.index(base_row(n)) % 10}" for n in ROWS}
+    own = [n for n in ROWS if not ROWS[n].base]  # a 2-Stage row as a square, a bf16 row dashed, in their base's colour
+    colour = {n: f"C{own.index(ROWS[n].base or n) % 10}" for n in ROWS}
     for name in ROWS:
         folders = [f for f in (earlier, out if name in names else None) if f is not None]
         points: dict[float, list[float]] = {}
@@ -365,8 +382,8 @@ def curves(out: Path, names: list[str], seeds: list[int], earlier: Path | None =
         xs = sorted(points)
         means = [statistics.mean(points[x]) for x in xs]
         sds = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0 for x in xs]
-        style = dict(marker="s", ls="none") if ROWS[name][1] is None else dict(marker="o")
-        if name.endswith("-bf16"):
+        style = dict(marker="s", ls="none") if ROWS[name].first else dict(marker="o")
+        if ROWS[name].fp32:
             style = dict(marker="^", ls="--")
         ax.errorbar(xs, means, yerr=sds, capsize=2, label=name, color=colour[name], **style)
     calib = out / "calibrate.json"
@@ -398,12 +415,11 @@ def picture(out: Path, names: list[str], seed: int, per_row: int = 12) -> Path:
 
     rows, labels = [], []
     for name in names:
-        family, config, extra, _ = ROWS[name]
-        folder = out / "runs" / (f"{extra[0]}-s{seed}" if config is None else f"{name}-s{seed}")
+        folder = out / "runs" / ROWS[name].folder(name, seed)
         if not (out / f"{name}-s{seed}.json").exists():
             continue
         config_, model, _ = load_run(str(folder), "cpu")
-        if config is None:
+        if ROWS[name].first:
             model = load_stage2(folder, config_, model)
         images = generate(model, per_row, seed=0)
         top = (images.shape[-1] - 28) // 2  # Fashion-MNIST's own size: the VAEs' 32x32 padding is cropped off
@@ -444,7 +460,7 @@ def main() -> None:
         elif not calib.exists():
             run([*GENLAB, "calibrate", "--n", "10000", "--json", str(calib)], args.out / "calibrate.log")
         # Second stages last: each waits for its first stage's score.
-        jobs = [(n, s) for s in seeds for n in names if ROWS[n][1]] + [(n, s) for s in seeds for n in names if not ROWS[n][1]]
+        jobs = sorted(((n, s) for s in seeds for n in names), key=lambda job: bool(ROWS[job[0]].first))  # stable
         work = lambda job: train_and_score(*job, args.epochs, args.out, args.continue_from)  # noqa: E731
         with ThreadPoolExecutor(args.parallel) as pool:
             for (n, s), _ in zip(jobs, pool.map(work, jobs)):

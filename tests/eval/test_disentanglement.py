@@ -114,20 +114,41 @@ def test_the_mi_matrix_is_the_one_mig_takes_its_gaps_from() -> None:
     assert np.argmax(normalised[:3], axis=1).tolist() == [0, 1, 2]  # each noisy copy carries its own factor
 
 
-def test_mixture_entropy_matches_a_float64_logsumexp() -> None:
+def _mixture_entropy_float64(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
     from scipy.special import logsumexp
 
+    lv = logvar.astype(np.float64)
+    log_q = -0.5 * ((z[:, None].astype(np.float64) - mu[None]) ** 2 / np.exp(lv[None]) + lv[None] + math.log(2 * math.pi))
+    return -(logsumexp(log_q, axis=1) - math.log(len(mu))).mean(axis=0)
+
+
+def test_mixture_entropy_matches_a_float64_logsumexp() -> None:
     rng = np.random.default_rng(0)
-    mu = rng.normal(size=(3000, 3)).astype(np.float32)
-    logvar = (rng.normal(size=(3000, 3)) - 3).astype(np.float32)
+    n = 9000  # the posteriors over several tiles and bands
+    mu = rng.normal(size=(n, 3)).astype(np.float32)
+    logvar = (rng.normal(size=(n, 3)) - 3).astype(np.float32)
     logvar[7, 0] = -90.0  # one posterior far narrower than its sample's: the float64 path
-    eps = rng.standard_normal((3000, 3)).astype(np.float32)
+    eps = rng.standard_normal((n, 3)).astype(np.float32)
     z, own = mu + np.exp(0.5 * logvar) * eps, -0.5 * eps**2 - 0.5 * logvar
     got = mc.mixture_entropy(z[:200], own[:200], mu, logvar, block=1 << 12)  # many tiles
-    lv = logvar.astype(np.float64)
-    log_q = -0.5 * ((z[:200, None] - mu[None]) ** 2 / np.exp(lv[None]) + lv[None] + math.log(2 * math.pi))
-    want = -(logsumexp(log_q, axis=1) - math.log(3000)).mean(axis=0)
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got, _mixture_entropy_float64(z[:200], mu, logvar), atol=5e-7)
+
+
+def test_mixture_entropy_sums_the_wide_posteriors_far_away() -> None:
+    """Only components within reach of a sample are summed: a wide one far off is within reach, and counts."""
+    rng = np.random.default_rng(1)
+    n, wide = 9000, 900
+    mu = rng.normal(size=(n, 2)).astype(np.float32)
+    logvar = np.full((n, 2), 2 * math.log(0.005), np.float32)
+    mu[:wide] += 6.0
+    logvar[:wide] = 2 * math.log(2.0)
+    eps = rng.standard_normal((n, 2)).astype(np.float32)
+    z, own = mu + np.exp(0.5 * logvar) * eps, -0.5 * eps**2 - 0.5 * logvar
+    pick = np.arange(wide, wide + 300)  # samples of the narrow posteriors, ~3 wide sigmas from the wide ones
+    want = _mixture_entropy_float64(z[pick], mu, logvar)
+    narrow_only = _mixture_entropy_float64(z[pick], mu[wide:], logvar[wide:]) - math.log(n / (n - wide))
+    assert np.all(np.abs(want - narrow_only) > 1e-3)  # the wide ones' share is far above the tolerance
+    np.testing.assert_allclose(mc.mixture_entropy(z[pick], own[pick], mu, logvar, block=1 << 12), want, atol=5e-7)
 
 
 def grid_codes(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

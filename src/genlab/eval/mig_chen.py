@@ -91,7 +91,8 @@ def mig_chen(
 
 
 def mig_chen_work(factors: np.ndarray, samples: int, dims: int) -> int:
-    """The log-densities mig_chen evaluates: samples x posteriors x dimensions, over H(z) and every H(z | v_k = v)."""
+    """The log-densities of mig_chen's estimates, samples x posteriors x dimensions over H(z) and every H(z | v_k = v)
+    (it sums only the components within reach of each sample: a fraction of these)."""
     n = len(factors)
     work = min(samples, n) * n
     for k in range(factors.shape[1]):
@@ -102,8 +103,8 @@ def mig_chen_work(factors: np.ndarray, samples: int, dims: int) -> int:
 
 
 def mixture_entropy_rate(mu: np.ndarray, logvar: np.ndarray, samples: int = 256, posteriors: int = 1 << 15) -> float:
-    """Log-densities per second that mixture_entropy sums on this machine, timed on a corner of the problem
-    (the second of two runs: the first starts the threads)."""
+    """Log-densities per second that mixture_entropy stands for on this machine (those it leaves out as out of
+    reach counted too), timed on a corner of the problem (the second of two runs: the first starts the threads)."""
     mu, logvar = np.asarray(mu[:posteriors], dtype=np.float32), np.asarray(logvar[:posteriors], dtype=np.float32)
     z, own = mu[:samples], -0.5 * logvar[:samples]
     mixture_entropy(z[:8], own[:8], mu, logvar)
@@ -112,14 +113,20 @@ def mixture_entropy_rate(mu: np.ndarray, logvar: np.ndarray, samples: int = 256,
     return len(z) * mu.shape[0] * mu.shape[1] / max(time.perf_counter() - t, 1e-9)
 
 
-def mixture_entropy(z: np.ndarray, own: np.ndarray, mu: np.ndarray, logvar: np.ndarray, block: int = 1 << 21) -> np.ndarray:
+def mixture_entropy(
+    z: np.ndarray, own: np.ndarray, mu: np.ndarray, logvar: np.ndarray, block: int = 1 << 18, groups: int = 16
+) -> np.ndarray:
     """(D,) mean over samples of -log q(z_sd), q(z_d) = (1/M) Σ_m N(z_d; mu_md, exp(logvar_md)), each dimension apart.
 
     z, own: (S, D) samples and log q(z_s | x_s) less log sqrt(2 pi) (their own component, which must be in
-    the mixture); mu, logvar: (M, D). The S x M x D log-densities are exponentiated tile by tile in float32,
-    shifted per dimension by the largest -log sigma_m so that none overflows, and the tiles' sums added in
-    float64. Where a sample's own term lies more than 40 nats below that shift (a posterior e^25 times
-    wider than the narrowest: no trained encoder gives it), its sum is taken again with logsumexp in float64.
+    the mixture); mu, logvar: (M, D). The log-densities are exponentiated tile by tile in float32, shifted
+    per dimension by the largest -log sigma_m so that none overflows, and the tiles' sums added in float64.
+    A component whose term is below e^-80 of that shift adds nothing a float64 sum keeps beside the
+    sample's own term, so only the components within reach of each sample are summed: per dimension, the
+    components in `groups` bands of width (sigma), each sorted by its means, against the samples sorted,
+    a block of them at a time (`block` log-densities a tile). Where a sample's own term lies more than 40
+    nats below the shift (a posterior e^25 times wider than the narrowest: no trained encoder gives it), its
+    sum is taken again over every component with logsumexp in float64.
     """
     z, own = np.asarray(z, dtype=np.float32), np.asarray(own, dtype=np.float32)
     mu, logvar = np.asarray(mu, dtype=np.float32), np.asarray(logvar, dtype=np.float32)
@@ -129,25 +136,43 @@ def mixture_entropy(z: np.ndarray, own: np.ndarray, mu: np.ndarray, logvar: np.n
     # The exponent as log_norm - peak - t^2, t = (z - mu) * scale: sqrt(1/2) / sigma_m folded into the scale.
     # (z * scale - mu * scale would save a pass but cancels catastrophically for a narrow posterior.)
     scale = np.exp(-0.5 * logvar) * np.float32(math.sqrt(0.5))
-    tiles = [torch.from_numpy(np.ascontiguousarray(a.T))[:, None, :] for a in (mu, scale, log_norm - peak)]
-    zs = torch.from_numpy(np.ascontiguousarray(z.T))[:, :, None]  # (D, S, 1)
-    cols = min(size, 8192)
-    rows = max(1, min(count, block // (dims * cols)))
+    shifted = log_norm - peak
+    # Farther than this from its mean, a component's term is below e^-80 (< M e^-40 of a sample's own term).
+    reach = np.sqrt(np.maximum(80.0 + shifted, 0.0)) / scale
+    rows = max(1, min(count, 128))  # sorted samples a tile: their spread widens every window a little
+    cols = max(256, block // rows)
     log_sum = torch.zeros(dims, count, dtype=torch.float64)
+    bands: list[list[tuple[np.ndarray, Tensor, Tensor, Tensor, float]]] = []
+    for d in range(dims):
+        parts = []
+        for band in np.array_split(np.argsort(reach[:, d], kind="stable"), min(groups, size)):
+            band = band[np.argsort(mu[band, d], kind="stable")]
+            tensors = [torch.from_numpy(np.ascontiguousarray(a[band, d]))[None, None, :] for a in (mu, scale, shifted)]
+            parts.append((mu[band, d], *tensors, float(reach[band, d].max())))
+        bands.append(parts)
+    ranks = [np.argsort(z[:, d], kind="stable") for d in range(dims)]
+    jobs = [(d, ranks[d][a : a + rows]) for d in range(dims) for a in range(0, count, rows)]
 
-    def row_block(a: int) -> None:
-        acc = torch.zeros(dims, min(rows, count - a), dtype=torch.float64)
-        for b in range(0, size, cols):
-            acc += _tile_sum(zs[:, a : a + rows], *(t[:, :, b : b + cols] for t in tiles))
-        log_sum[:, a : a + rows] = acc.log()
+    def tile_rows(job: tuple[int, np.ndarray]) -> None:
+        d, picked = job
+        zd = z[picked, d]  # ascending
+        zs = torch.from_numpy(zd)[None, :, None]
+        acc = torch.zeros(1, len(picked), dtype=torch.float64)
+        work = torch.empty(1, len(picked), cols)  # one tile's scratch, reused: a fresh one per tile is a fresh mmap
+        for means, *tensors, far in bands[d]:
+            lo, hi = int(np.searchsorted(means, zd[0] - far)), int(np.searchsorted(means, zd[-1] + far, side="right"))
+            for b in range(lo, hi, cols):
+                c = min(cols, hi - b)
+                acc += _tile_sum(zs, *(t[:, :, b : b + c] for t in tensors), work[:, :, :c])
+        log_sum[d, torch.from_numpy(picked)] = acc[0].log()
 
     # Blocks of rows on a thread each, every op single-threaded: the ops release the GIL, and on 2 shared
     # cores torch's own two threads per op ran this 4x slower than one (each op waits for both).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max(1, min(threads, -(-count // rows)))) as pool:
-            list(pool.map(row_block, range(0, count, rows)))
+        with ThreadPoolExecutor(max(1, min(threads, len(jobs)))) as pool:
+            list(pool.map(tile_rows, jobs))
     finally:
         torch.set_num_threads(threads)
     for d, s in zip(*np.nonzero(own.T - peak[:, None] < -40.0)):
@@ -157,15 +182,17 @@ def mixture_entropy(z: np.ndarray, own: np.ndarray, mu: np.ndarray, logvar: np.n
     return -(mean_log - math.log(size) - 0.5 * math.log(2 * math.pi))
 
 
-def _tile_sum(z: Tensor, mu: Tensor, scale: Tensor, log_norm: Tensor) -> Tensor:
+def _tile_sum(z: Tensor, mu: Tensor, scale: Tensor, log_norm: Tensor, work: Tensor | None = None) -> Tensor:
     """Σ_m exp(log_norm_m - ((z - mu_m) scale_m)^2) over the last axis: (D, r, 1) against (D, 1, c) -> (D, r) float64.
 
     Terms below e^-80 are raised to it (< 1e-17 of the sample's own term): exp of large negative float32
     ran ~17x slower on this CPU than in range, denormals slower still. Each tile is summed in float32
-    (pairwise) and only the tiles' sums in float64, which ran ~30x faster than a float64 sum.
+    (pairwise) and only the tiles' sums in float64, which ran ~30x faster than a float64 sum. work: a
+    (D, r, c) float32 scratch tensor to compute in (every op in place in it), or None for a new one.
     """
-    t = torch.sub(z, mu).mul_(scale)
-    return torch.addcmul(log_norm, t, t, value=-1.0).clamp_min_(-80.0).exp_().sum(2).double()
+    t = torch.sub(z, mu, out=work) if work is not None else torch.sub(z, mu)
+    t.mul_(scale)
+    return torch.addcmul(log_norm, t, t, value=-1.0, out=t).clamp_min_(-80.0).exp_().sum(2).double()
 
 
 # ---------------------------------------------------------------- from new batches with a factor fixed
