@@ -199,6 +199,8 @@ def main() -> None:
             threads = args.threads or max(1, 2 // args.parallel)
             for (n, s), _ in zip(jobs, pool.map(lambda job: train_and_score(*job, steps[job[0]], args.out, threads), jobs)):
                 print(f"shapes: {n} seed {s} scored", flush=True)
+    if not any((args.out / f"{n}-s{s}.json").exists() for n in names for s in seeds):
+        sys.exit(f"shapes: no scored run of {', '.join(names)} in {args.out}; run it without --report-only first")
     machine = subprocess.run([*GENLAB, "--version"], capture_output=True, text=True).stdout.strip().split("device ", 1)[-1]
     text = table(args.out, [n for n in ROWS if n in names], seeds, machine, args.budget)
     (args.out / "table.md").write_text(text)

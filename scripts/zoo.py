@@ -466,6 +466,8 @@ def main() -> None:
             for (n, s), _ in zip(jobs, pool.map(work, jobs)):
                 print(f"zoo: {n} seed {s} scored", flush=True)
     names = [n for n in ROWS if n in names]  # the table in its fixed order, whatever order the runs took
+    if not any((args.out / f"{n}-s{s}.json").exists() for n in names for s in seeds):
+        sys.exit(f"zoo: no scored run of {', '.join(names)} in {args.out}; run it without --report-only first")
     machine = subprocess.run([*GENLAB, "--version"], capture_output=True, text=True).stdout.strip().split("device ", 1)[-1]
     text = table(args.out, names, seeds, args.epochs, machine)
     (args.out / "table.md").write_text(text)
