@@ -123,7 +123,7 @@ def mixture_entropy(
     per dimension by the largest -log sigma_m so that none overflows, and the tiles' sums added in float64.
     A component whose term is below e^-80 of that shift adds nothing a float64 sum keeps beside the
     sample's own term, so only the components within reach of each sample are summed: per dimension, the
-    components in `groups` bands of width (sigma), each sorted by its means, against the samples sorted,
+    components in `groups` bands by their reach (their sigma), each sorted by its means, against the samples sorted,
     a block of them at a time (`block` log-densities a tile). Where a sample's own term lies more than 40
     nats below the shift (a posterior e^25 times wider than the narrowest: no trained encoder gives it), its
     sum is taken again over every component with logsumexp in float64.
