@@ -79,7 +79,7 @@ fidelity: setup data
 ZOO_EPOCHS ?= 5
 ZOO_SEEDS ?= 0,1,2
 ZOO_LONG_EPOCHS ?= 20
-ZOO_LONG_MODELS ?= gan,vae,dcgan,sngan,cgan,cvae
+ZOO_LONG_MODELS ?= gan,vae,dcgan,sngan,wgan-gp,cgan,cvae
 zoo: setup data
 	$(BIN)/python scripts/zoo.py --epochs $(ZOO_EPOCHS) --seeds $(ZOO_SEEDS) --parallel 2 --out runs/zoo
 	$(BIN)/python scripts/zoo.py --epochs $(ZOO_LONG_EPOCHS) --models $(ZOO_LONG_MODELS) --seeds $(ZOO_SEEDS) \

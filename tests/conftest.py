@@ -33,8 +33,14 @@ TINY: dict[str, dict[str, Any]] = {
     "wgan-gp": {"model.width": 4, "model.latent_dim": 8},
     "cgan": {"model.width": 4, "model.latent_dim": 8},
     "cvae": {"model.hidden_dims": [8, 16], "model.latent_dim": 4},
-    "factorvae": {"model.arch": "notes", "model.decoder": "gaussian", "model.hidden_dims": [8, 16], "model.latent_dim": 4,
-                  "model.d_hidden": 16, "model.d_layers": 2},
+    "factorvae": {
+        "model.arch": "notes",
+        "model.decoder": "gaussian",
+        "model.hidden_dims": [8, 16],
+        "model.latent_dim": 4,
+        "model.d_hidden": 16,
+        "model.d_layers": 2,
+    },
 }
 NEW = ["dcgan", "sngan", "wgan-gp", "cgan", "cvae", "factorvae"]  # the families beyond the notes
 LOSS_KEYS = {"vae": ("loss", "recon", "kl", "elbo", "val_loss"), "gan": ("g_loss", "d_loss", "d_real", "d_fake", "val_d_acc")}

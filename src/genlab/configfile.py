@@ -246,7 +246,7 @@ def check_combination(record: Family, config: RunConfig) -> None:
     if getattr(loss, "recon_sum", False) and decoder != "bernoulli":
         raise ConfigError('loss.recon_sum sums the Bernoulli NLL over each image: set model.decoder = "bernoulli" (binary data)')
     if getattr(loss, "loss_type", None) == "tcvae" and loss.estimator == "mss" and config.train.batch_size < 2:
-        raise ConfigError("loss.estimator = \"mss\" weighs each code against the batch's others: train.batch_size must be >= 2")
+        raise ConfigError('loss.estimator = "mss" weighs each code against the batch\'s others: train.batch_size must be >= 2')
     steps = config.train.max_steps
     if getattr(loss, "loss_type", None) == "capacity" and steps and loss.capacity_max_iter > steps:
         raise ConfigError(

@@ -150,9 +150,7 @@ def kl_per_dim(model: nn.Module, images: Tensor, binarize: bool, labels: Tensor 
 
 
 @torch.no_grad()
-def interpolate(
-    model: nn.Module, images: Tensor, binarize: bool, steps: int, labels: Tensor | None = None
-) -> tuple[Tensor, int]:
+def interpolate(model: nn.Module, images: Tensor, binarize: bool, steps: int, labels: Tensor | None = None) -> tuple[Tensor, int]:
     """Decoded straight lines between the posterior means of images (0, 1), (2, 3), ...:
     ((pairs * steps, C, H, W) in [-1, 1] row by row, pairs). A conditional VAE decodes each line with
     its first image's class."""

@@ -167,9 +167,7 @@ def mss_log_weights(batch_size: int, dataset_size: int, device: torch.device | N
     return w.log().to(device=device, dtype=torch.float32)
 
 
-def tc_decomposition(
-    z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int, estimator: str = "mws"
-) -> dict[str, Tensor]:
+def tc_decomposition(z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int, estimator: str = "mws") -> dict[str, Tensor]:
     """β-TCVAE's KL decomposition (Chen et al. 2018), per example, from a batch of M codes z_i ~ q(z|x_i)
     of a data set of N images.
 

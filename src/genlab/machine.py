@@ -39,7 +39,6 @@ def cpu_summary() -> str:
     return f"{name}, {os.cpu_count()} cores, {kernel}"
 
 
-
 def flushing_denormals() -> bool:
     """Whether this thread's CPU float mode flushes subnormals to zero (FTZ/DAZ)."""
     return bool(torch.tensor(1e-39) * 1.0 == 0)  # a subnormal input reads as 0 under DAZ

@@ -53,9 +53,7 @@ def test_sigma_vae_trains_and_calibrates_its_sigma(idx_data: Path, tmp_path: Pat
 def test_class_conditional_sampling_from_the_command_line(family: str, idx_data: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     args = ["train", family, "--data", str(idx_data), "--out", str(run), "--max-steps", "2", "--batch-size", "16", "--quiet"]
-    assert (
-        main([*args, "--set", "train.report=false", *tiny_sets(family)]) == 0
-    )
+    assert main([*args, "--set", "train.report=false", *tiny_sets(family)]) == 0
     size = 28
     assert main(["sample", str(run), "--class", "7", "--n", "6", "--out", str(tmp_path / "seven.npy")]) == 0
     assert np.load(tmp_path / "seven.npy").shape[0] == 6

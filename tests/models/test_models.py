@@ -151,7 +151,7 @@ def test_gan_wrapper_holds_config() -> None:
 
 
 def test_cgan_generators_take_the_class_where_their_setting_says() -> None:
-    """"both" feeds the class at G's input (so it matters from the first step) and to every class BatchNorm;
+    """ "both" feeds the class at G's input (so it matters from the first step) and to every class BatchNorm;
     the linear stem's bias per unit is a z-independent first map; bad settings are one-line ConfigErrors."""
     from genlab.errors import ConfigError
     from genlab.models.cgan import CGAN, ClassBatchNorm2d, LinearStem

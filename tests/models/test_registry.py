@@ -63,8 +63,6 @@ def test_build_and_shapes(family: str, size: int, channels: int) -> None:
         assert model(x, *labels)[0].shape == x.shape
 
 
-
-
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_checkpoint_round_trip(family: str, tmp_path: Path) -> None:
     config = small_config(family)

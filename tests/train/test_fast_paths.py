@@ -58,8 +58,6 @@ def test_gan_fast_step_equals_the_plain_loop() -> None:
     assert_same_weights(plain.state_dict(), fast.state_dict(), noise_atol=2 * 2e-4 * 3)
 
 
-
-
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains_and_resumes_on_cpu(precision: str, idx_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"

@@ -37,7 +37,9 @@ class ToyConfig:
 class ToyVAE(nn.Module):
     """x -> MLP -> (mu, logvar); z -> MLP -> Tanh image."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, latent_dim: int = 3, hidden: int = 16, decoder: str = "gaussian") -> None:  # noqa: E501
+    def __init__(
+        self, in_channels: int = 1, image_size: int = 28, latent_dim: int = 3, hidden: int = 16, decoder: str = "gaussian"
+    ) -> None:  # noqa: E501
         super().__init__()
         self.config = ToyConfig(in_channels, image_size, latent_dim, hidden, decoder)
         self.latent_dim, pixels = latent_dim, in_channels * image_size**2

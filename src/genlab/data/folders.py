@@ -169,8 +169,6 @@ def load_folder_split(
     return ImageData(torch.stack(kept), labels, str(folder), (size, size))
 
 
-
-
 def folder_channels(folder: Path, probe: int = 64) -> int:
     """3 if any of the first `probe` images of folder is in colour, else 1 (grey)."""
     for path in list_images(folder)[:probe]:
@@ -185,5 +183,3 @@ def folder_channels(folder: Path, probe: int = 64) -> int:
         if mode not in GREY_MODES:
             return 3
     return 1
-
-

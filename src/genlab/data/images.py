@@ -28,7 +28,6 @@ class ImageData:
         return self.images.shape[0]
 
 
-
 @dataclass
 class Factors:
     """Generative factors of a data set: classes (N, K) int64, with each factor's name and number of values."""
@@ -130,8 +129,6 @@ def iterate_batches(
         pin_memory=torch.cuda.is_available(),
     )
     yield from loader
-
-
 
 
 def _stack_readable(items: list[Tensor]) -> Tensor:

@@ -136,7 +136,6 @@ def _outputs(g_loss: Tensor, d_loss: Tensor, real_scores: Tensor, fake_scores: T
     }
 
 
-
 @torch.no_grad()
 def validate(model: GAN, test: ImageData, config: RunConfig, step: int, device: torch.device) -> dict[str, float]:
     """D's accuracy and mean outputs on test images and on fakes from a fixed generator, eval mode."""

@@ -104,7 +104,6 @@ def vae_step(
     return {k: v.detach().float() for k, v in out.items()}
 
 
-
 @torch.no_grad()
 def validate(model: VanillaVAE, test: ImageData, config: RunConfig, step: int, device: torch.device) -> dict[str, float]:
     """The training objective and its terms on the first val_batches test batches, eval mode.

@@ -49,7 +49,6 @@ def wgan_step(
     return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "gp": gp.detach(), "w_estimate": w.detach()}
 
 
-
 @torch.no_grad()
 def validate(model, test: ImageData, config, step: int, device: torch.device) -> dict[str, float]:
     """The critic's Wasserstein estimate on test images against fakes from a fixed generator, eval mode."""
