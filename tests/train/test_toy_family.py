@@ -39,7 +39,7 @@ class ToyVAE(nn.Module):
 
     def __init__(
         self, in_channels: int = 1, image_size: int = 28, latent_dim: int = 3, hidden: int = 16, decoder: str = "gaussian"
-    ) -> None:  # noqa: E501
+    ) -> None:
         super().__init__()
         self.config = ToyConfig(in_channels, image_size, latent_dim, hidden, decoder)
         self.latent_dim, pixels = latent_dim, in_channels * image_size**2
