@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genlab.bench.textbook import dcgan_examples_step, notes_gan_step, projection_step, sn_dcgan_step
+from genlab.bench.textbook import dcgan_examples_step, notes_gan_step, projection_step, stdgan_step
 from genlab.config import GANLossConfig, VAELossConfig
 from genlab.models import FAMILIES, GAN, VanillaVAE, build_model
 from genlab.models import family as record_of
@@ -156,11 +156,11 @@ def _pair(name: str, size: int = 28):
 
 @pytest.mark.parametrize(
     "name,textbook",
-    [("dcgan", dcgan_examples_step), ("sngan", lambda m, x, og, od: sn_dcgan_step(m, x, og, od, hinge=True))],
+    [("dcgan", dcgan_examples_step), ("sngan", lambda m, x, og, od: stdgan_step(m, x, og, od, hinge=True))],
 )
 def test_conv_gan_steps_match_their_papers_code(name: str, textbook) -> None:
     """DCGAN against pytorch/examples' loop (D first, G through the updated D), SNGAN against Miyato et al.'s
-    SN-DCGAN updater (two D calls, both updates from one state): the same weights after three steps."""
+    SN-DCGAN updater (G first, then D on fresh fakes of the updated G): the same weights after three steps."""
     config, ours, ref, opts, (opt_g, opt_d) = _pair(name)
     step = trainer_for(record_of(name)).step
     for i, imgs in enumerate(torch.rand(3, 8, 1, 28, 28) * 2 - 1):

@@ -65,24 +65,24 @@ def gan_step(model: nn.Module, imgs: torch.Tensor, opt_g, opt_d, hinge: bool = F
     return g_loss.item(), d_loss.item()
 
 
-def sn_dcgan_step(model: nn.Module, imgs: torch.Tensor, opt_g, opt_d, hinge: bool = True) -> tuple[float, float]:
-    """Miyato et al.'s SN-DCGAN updater (chainer-gan-lib dcgan/updater.py): D(x) and D(G(z)) in two calls,
-    G's loss and D's from those same scores; G updates, then D (the fakes unchained)."""
-    z = torch.randn(imgs.size(0), model.config.latent_dim, device=imgs.device)
-    fake = model.generator(z)
-    y_real, y_fake = model.discriminator(imgs, logits=True), model.discriminator(fake, logits=True)
+def stdgan_step(model: nn.Module, imgs: torch.Tensor, opt_g, opt_d, hinge: bool = True) -> tuple[float, float]:
+    """Miyato et al.'s SN-DCGAN updater (chainer-gan-lib stdgan/updater.py, n_dis = 1): G on fresh z, G
+    steps; then D(x) and D(G(z')) of the updated G on fresh z', in two calls (the fakes unchained), D steps."""
+    n, latent = imgs.size(0), model.config.latent_dim
+    y_fake = model.discriminator(model.generator(torch.randn(n, latent, device=imgs.device)), logits=True)
+    loss_gen = -y_fake.mean() if hinge else F.softplus(-y_fake).mean()  # their softplus form of BCE on logits
+    model.generator.zero_grad()
+    loss_gen.backward()
+    opt_g.step()
+    y_real = model.discriminator(imgs, logits=True)
+    x_fake = model.generator(torch.randn(n, latent, device=imgs.device)).detach()
+    y_fake = model.discriminator(x_fake, logits=True)
     if hinge:
         loss_dis = F.relu(1 - y_real).mean() + F.relu(1 + y_fake).mean()
-        loss_gen = -y_fake.mean()
-    else:  # their softplus form of BCE on logits
+    else:
         loss_dis = F.softplus(-y_real).mean() + F.softplus(y_fake).mean()
-        loss_gen = F.softplus(-y_fake).mean()
-    opt_g.zero_grad()
-    opt_d.zero_grad()
-    # Chainer's cleargrads + backward per network: each loss's gradient into its own network only.
-    loss_gen.backward(inputs=list(model.generator.parameters()), retain_graph=True)
-    loss_dis.backward(inputs=list(model.discriminator.parameters()))
-    opt_g.step()
+    model.discriminator.zero_grad()  # Chainer's cleargrads: what G's backward left in D is dropped
+    loss_dis.backward()
     opt_d.step()
     return loss_gen.item(), loss_dis.item()
 
@@ -194,10 +194,11 @@ def _vae(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
 
 
 def _gan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
-    hinge = getattr(loss, "adversarial", "bce") == "hinge"
-    if any(nn.utils.parametrize.is_parametrized(m) for m in model.discriminator.modules()):  # SNGAN
-        return sn_dcgan_step(model, imgs, opt_g, opt_d, hinge)[1]
-    return gan_step(model, imgs, opt_g, opt_d, hinge, labels)[1]
+    return gan_step(model, imgs, opt_g, opt_d, getattr(loss, "adversarial", "bce") == "hinge", labels)[1]
+
+
+def _sngan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
+    return stdgan_step(model, imgs, opt_g, opt_d, loss.adversarial == "hinge")[1]
 
 
 def _dcgan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
@@ -218,7 +219,16 @@ def _factorvae(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
     return factorvae_step(model, imgs, opt_g, opt_d, loss.kld_weight, loss.beta, loss.gamma_tc, loss.recon_sum)
 
 
-TEXTBOOK = {"vae": _vae, "cvae": _vae, "gan": _gan, "dcgan": _dcgan, "cgan": _cgan, "wgan": _wgan, "factorvae": _factorvae}
+TEXTBOOK = {
+    "vae": _vae,
+    "cvae": _vae,
+    "gan": _gan,
+    "sngan": _sngan,
+    "dcgan": _dcgan,
+    "cgan": _cgan,
+    "wgan": _wgan,
+    "factorvae": _factorvae,
+}
 
 
 class PILDataset(torch.utils.data.Dataset):

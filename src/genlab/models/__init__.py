@@ -35,7 +35,7 @@ class Family:
     model: type[nn.Module]
     kind: str  # one of KINDS
     loss: type  # the frozen dataclass of [loss]
-    trainer: str  # the module of genlab.train whose TRAINER trains it: "vae", "gan", "wgan", "cgan", "cvae"
+    trainer: str  # the module of genlab.train whose TRAINER trains it: "vae", "gan", "sngan", "wgan", "cgan", "cvae"
     lr: float
     betas: tuple[float, float]
     loss_defaults: dict[str, Any] = field(default_factory=dict)  # where the family's paper differs from the loss config
@@ -86,7 +86,7 @@ register(Family("vae", VAEConfig, VanillaVAE, "vae", VAELossConfig, "vae", **NOT
                 summary="the notes' VanillaVAE / β-VAE"))
 register(Family("gan", GANConfig, GAN, "gan", GANLossConfig, "gan", **RADFORD, summary="the notes' MLP GAN"))
 register(Family("dcgan", DCGANConfig, DCGAN, "gan", GANLossConfig, "dcgan", **RADFORD, summary="DCGAN (Radford et al. 2015)"))
-register(Family("sngan", SNGANConfig, SNGAN, "gan", GANLossConfig, "gan", **RADFORD, loss_defaults={"adversarial": "hinge"},
+register(Family("sngan", SNGANConfig, SNGAN, "gan", GANLossConfig, "sngan", **RADFORD, loss_defaults={"adversarial": "hinge"},
                 summary="SNGAN: spectral norm, hinge loss (Miyato et al. 2018)"))
 register(Family("wgan-gp", WGANGPConfig, WGANGP, "gan", WGANLossConfig, "wgan", lr=0.0001, betas=(0.0, 0.9),
                 summary="WGAN-GP (Gulrajani et al. 2017)"))

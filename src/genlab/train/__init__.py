@@ -1,7 +1,7 @@
 """Training: one module per algorithm (its step and what a run shows between epochs) and the shared loop.
 
 Each algorithm module holds one `TRAINER` record; a family's record names its module (`Family.trainer`),
-so families that train alike (gan, dcgan, sngan) share one.
+and a new family that trains as another does names that one.
 """
 
 from __future__ import annotations

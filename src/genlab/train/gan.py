@@ -59,7 +59,8 @@ def gan_step(
     # takes gradients into its own network only: the notes' update exactly. Where D keeps no state
     # between calls, one forward over [real; G(z)] also equals its two calls (tested). A D with batch
     # statistics would pool real and fake in one batch, and spectral norm runs a power iteration per
-    # call: those D see the real and the fake batch apart, as Miyato et al.'s SN-DCGAN updater does.
+    # call: those D see the real and the fake batch apart (the papers' own Ds train in train/dcgan.py
+    # and train/sngan.py; this path keeps it for a user's D on the notes' loop).
     with amp.autocast():
         fake = g(z)
         if one_forward_is_exact(d):
