@@ -97,7 +97,8 @@ def decode_image(path: Path, channels: int, size: int, center_crop: int | None) 
     if min(img.size) < min(size, center_crop or size):
         raise DataError(
             f"{path}: {img.width}x{img.height} is smaller than the model's {size}x{size}; "
-            "remove it, lower model.image_size, or set data.skip_bad_files = true"
+            "remove it, lower the model's size (model.image_size; model.img_shape for the GANs), "
+            "or set data.skip_bad_files = true"
         )
     if center_crop:
         c = min(center_crop, *img.size)
