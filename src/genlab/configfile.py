@@ -210,6 +210,7 @@ def load_config_from_sections(record: Family, sections: dict[str, Any]) -> RunCo
         if name not in classes:
             close = difflib.get_close_matches(str(name), classes, n=1)
             raise ConfigError(f"unknown section [{_name(name)}]" + (f"; did you mean [{close[0]}]?" if close else ""))
+    check_family_keys(record, sections)
     parts = {name: build_section(cls, sections.get(name, {}), name) for name, cls in classes.items()}
     if getattr(parts["loss"], "beta_norm", None) is not None:
         loss = parts["loss"]
@@ -223,6 +224,24 @@ def load_config_from_sections(record: Family, sections: dict[str, Any]) -> RunCo
     config.validate()
     check_combination(record, config)
     return config
+
+
+def check_family_keys(record: Family, sections: dict[str, Any]) -> None:
+    """A [model] or [loss] key of another family (FactorVAE's discriminator on a VAE, say) names that family."""
+    for section in ("model", "loss"):
+        values = sections.get(section)
+        if not isinstance(values, dict):
+            continue
+        own = {f.name for f in fields(getattr(record, section if section == "loss" else "config"))}
+        for key in values:
+            if key in own:
+                continue
+            others = [n for n, r in FAMILIES.items() if key in {f.name for f in fields(r.loss if section == "loss" else r.config)}]
+            if others:
+                raise ConfigError(
+                    f"{section}.{_name(key)} is a setting of {', '.join(others)}, not of {record.name}: "
+                    f"train {others[0]} to use it, or drop the key"
+                )
 
 
 def check_combination(record: Family, config: RunConfig) -> None:

@@ -80,4 +80,9 @@ def test_snapshots_are_kept_at_cpu_seconds_of_training_and_score_like_runs(idx_d
         assert config.family == "gan" and 0 < state["step"] < status["steps"]
         steps.append(state["step"])
     assert steps == sorted(steps) and status["cpu_s"] >= 0.5
+    # a snapshot's step is the steps its weights have seen: a run stopped there holds the same weights
+    short = tmp_path / "short"
+    assert main(train_args("gan", idx_data, short, "--epochs", "1000", "--max-steps", str(steps[0]))) == 0
+    snap, stopped = load_run(str(run / "snapshots" / snaps[0]), "cpu")[1], load_run(str(short), "cpu")[1]
+    assert all(torch.equal(a, b) for a, b in zip(snap.state_dict().values(), stopped.state_dict().values(), strict=True))
     assert main(["eval", str(run / "snapshots" / snaps[0]), "--n", "32", "--json", str(tmp_path / "e.json")]) == 0

@@ -91,10 +91,10 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, quiet: b
                 bad.add(out)
                 if run.ema is not None:
                     run.ema.update_parameters(run.model.generator)
-                for at in cpu.passed():
-                    snapshot(at)
                 state.step += 1
                 state.batch += 1
+                for at in cpu.passed():  # after the count, so that a snapshot's step is the steps its weights saw
+                    snapshot(at)
                 bar.update(state.step)
                 if state.step % t.log_every == 0 and state.window_steps:
                     bad.check()
