@@ -232,16 +232,19 @@ def check_family_keys(record: Family, sections: dict[str, Any]) -> None:
         values = sections.get(section)
         if not isinstance(values, dict):
             continue
-        own = {f.name for f in fields(getattr(record, section if section == "loss" else "config"))}
         for key in values:
-            if key in own:
+            if key in _keys(record, section):
                 continue
-            others = [n for n, r in FAMILIES.items() if key in {f.name for f in fields(r.loss if section == "loss" else r.config)}]
+            others = [n for n, r in FAMILIES.items() if key in _keys(r, section)]
             if others:
                 raise ConfigError(
                     f"{section}.{_name(key)} is a setting of {', '.join(others)}, not of {record.name}: "
                     f"train {others[0]} to use it, or drop the key"
                 )
+
+
+def _keys(record: Family, section: str) -> set[str]:
+    return {f.name for f in fields(record.loss if section == "loss" else record.config)}
 
 
 def check_combination(record: Family, config: RunConfig) -> None:
