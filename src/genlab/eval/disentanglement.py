@@ -21,6 +21,8 @@ from sklearn.metrics import mutual_info_score
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 
+from genlab.eval.boosting import BoostedTrees
+
 Represent = Callable[[np.ndarray], np.ndarray]
 
 # What disentanglement_lib ran: sklearn < 0.22 defaults, pinned (LogisticRegression was liblinear, L2 (l1_ratio 0),
@@ -35,7 +37,14 @@ PROTOCOL = {
     "source": "disentanglement_lib (Locatello et al. 2019) metric configs; factors sampled from the whole set",
     "mig": {"num_train": 10_000, "bins": 20, "discretiser": "equal-width histogram per dimension", "units": "nats"},
     "sap": {"num_train": 10_000, "num_test": 5_000, "classifier": "LinearSVC one per (dimension, factor)", **LINEAR_SVC},
-    "dci": {"num_train": 10_000, "num_test": 5_000, "classifier": "GradientBoostingClassifier one per factor", **GBT},
+    "dci": {
+        "num_train": 10_000,
+        "num_test": 5_000,
+        "classifier": "GradientBoostingClassifier one per factor",
+        **GBT,
+        "fitted_by": "genlab.eval.boosting (sklearn's trees without its per-node sort: the same trees, "
+        "predictions and importances) for 3 classes or more; sklearn itself for 2",
+    },
     "beta_vae_score": {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000, "classifier": "one-vs-rest", **LOGISTIC},
     "factor_vae_score": {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000, "num_variance_estimate": 10_000},
     "factor_vae_prune_std": 0.05,
@@ -123,16 +132,23 @@ def sap(codes: np.ndarray, factors: np.ndarray, num_train: int = 10_000, seed: i
     return float(np.mean(top[-1] - top[-2])) if codes.shape[1] > 1 else float(np.mean(top[-1]))
 
 
-def dci(codes: np.ndarray, factors: np.ndarray, num_train: int = 10_000, seed: int = 0, n_jobs: int = -1) -> dict[str, float]:
+def dci(
+    codes: np.ndarray, factors: np.ndarray, num_train: int = 10_000, seed: int = 0, n_jobs: int = -1, sklearn_trees: bool = False
+) -> dict[str, float]:
     """Disentanglement, completeness and informativeness (Eastwood & Williams 2018), with gradient-boosted
-    trees' importances as disentanglement_lib computes them; informativeness is the test accuracy."""
+    trees' importances as disentanglement_lib computes them; informativeness is the test accuracy. The trees
+    are sklearn's, fitted by genlab.eval.boosting (~10x faster); sklearn_trees: by sklearn itself."""
     codes, factors = _check(codes, factors)
     train, test = _split(len(codes), num_train)
     importance = np.zeros((codes.shape[1], factors.shape[1]))
     varies = [k for k in range(factors.shape[1]) if len(np.unique(factors[train, k])) > 1]
 
     def fit(k: int) -> tuple[np.ndarray, float, float]:
-        model = GradientBoostingClassifier(random_state=seed, **GBT).fit(codes[train], factors[train, k])
+        if len(np.unique(factors[train, k])) > 2 and not sklearn_trees:
+            model = BoostedTrees(GBT["n_estimators"], GBT["learning_rate"], GBT["max_depth"], seed=seed)
+        else:
+            model = GradientBoostingClassifier(random_state=seed, **GBT)
+        model.fit(codes[train], factors[train, k])
         acc_train = np.mean(model.predict(codes[train]) == factors[train, k])
         return np.abs(model.feature_importances_), acc_train, np.mean(model.predict(codes[test]) == factors[test, k])
 

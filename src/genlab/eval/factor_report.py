@@ -302,19 +302,22 @@ def _timed_encode(model: nn.Module, sample: Tensor, binarize: bool, bf16: bool) 
 
 
 def _dci_cost(codes: np.ndarray, factors: np.ndarray, num_train: int = 10_000) -> tuple[int, float]:
-    """(trees DCI fits, seconds expected on this machine), from the time of one of its trees."""
-    from sklearn.tree import DecisionTreeRegressor
+    """(trees DCI fits, seconds expected on this machine), from the time of one of its trees (the second: the
+    first compiles genlab's tree builder, or loads it from numba's cache)."""
+    from genlab.eval.boosting import SortedFeatures, fit_tree
 
     counts = [len(np.unique(factors[:num_train, k])) for k in range(factors.shape[1])]
     per_stage = [c if c > 2 else 1 for c in counts if c > 1]  # a tree per class; one for a binary factor
     trees = dm.GBT["n_estimators"] * sum(per_stage)
-    tree = DecisionTreeRegressor(max_depth=dm.GBT["max_depth"], random_state=0)  # one of GBT's trees
+    rows, target = SortedFeatures(codes[:num_train]), factors[:num_train, int(np.argmax(counts))].astype(np.float64)
+    fit_tree(rows, target, seed=0, max_depth=dm.GBT["max_depth"])
     t = time.perf_counter()
-    tree.fit(codes[:num_train], factors[:num_train, int(np.argmax(counts))].astype(np.float64))
-    # The factors' fits run side by side, and the one with the most classes sets the pace.
+    fit_tree(rows, target, seed=0, max_depth=dm.GBT["max_depth"])
+    # The factors' fits run side by side, and the one with the most classes sets the pace. A booster's own
+    # steps (gradients, leaf values, predictions) add about a quarter to its trees' time.
     workers = max(1, min(os.cpu_count() or 1, len(per_stage)))
     longest = dm.GBT["n_estimators"] * max(per_stage, default=0)
-    return trees, (time.perf_counter() - t) * max(trees / workers, longest)
+    return trees, 1.25 * (time.perf_counter() - t) * max(trees / workers, longest)
 
 
 def _chunks(data: Any, model: nn.Module) -> Iterator[Tensor]:
