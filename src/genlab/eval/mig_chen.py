@@ -113,20 +113,27 @@ def mixture_entropy_rate(mu: np.ndarray, logvar: np.ndarray, samples: int = 256,
     return len(z) * mu.shape[0] * mu.shape[1] / max(time.perf_counter() - t, 1e-9)
 
 
+# A component whose term at a sample is below this fraction of the sample's own term, over the mixture's size,
+# is left out of that sample's sum: all of them together move it by less than this (relative), below the
+# float32 rounding of the tiles' sums.
+LEFT_OUT = 1e-7
+
+
 def mixture_entropy(
-    z: np.ndarray, own: np.ndarray, mu: np.ndarray, logvar: np.ndarray, block: int = 1 << 18, groups: int = 16
+    z: np.ndarray, own: np.ndarray, mu: np.ndarray, logvar: np.ndarray, block: int = 1 << 20, groups: int = 16
 ) -> np.ndarray:
     """(D,) mean over samples of -log q(z_sd), q(z_d) = (1/M) Σ_m N(z_d; mu_md, exp(logvar_md)), each dimension apart.
 
     z, own: (S, D) samples and log q(z_s | x_s) less log sqrt(2 pi) (their own component, which must be in
     the mixture); mu, logvar: (M, D). The log-densities are exponentiated tile by tile in float32, shifted
     per dimension by the largest -log sigma_m so that none overflows, and the tiles' sums added in float64.
-    A component whose term is below e^-80 of that shift adds nothing a float64 sum keeps beside the
-    sample's own term, so only the components within reach of each sample are summed: per dimension, the
-    components in `groups` bands by their reach (their sigma), each sorted by its means, against the samples sorted,
-    a block of them at a time (`block` log-densities a tile). Where a sample's own term lies more than 40
-    nats below the shift (a posterior e^25 times wider than the narrowest: no trained encoder gives it), its
-    sum is taken again over every component with logsumexp in float64.
+    Only the components within reach of a sample are summed: a component whose term is below LEFT_OUT / M of
+    the sample's own term is left out (all of them move the sum by < LEFT_OUT of it). Per dimension, the
+    components lie in `groups` bands by sigma, each sorted by its means, and a block of samples sorted by z
+    (`block` log-densities a tile) takes from each band the components within the reach of its smallest own
+    term. Where a sample's own term lies more than 40 nats below the shift (a posterior e^25 times wider than
+    the narrowest: no trained encoder gives it), its sum is taken again over every component with logsumexp
+    in float64.
     """
     z, own = np.asarray(z, dtype=np.float32), np.asarray(own, dtype=np.float32)
     mu, logvar = np.asarray(mu, dtype=np.float32), np.asarray(logvar, dtype=np.float32)
@@ -137,18 +144,19 @@ def mixture_entropy(
     # (z * scale - mu * scale would save a pass but cancels catastrophically for a narrow posterior.)
     scale = np.exp(-0.5 * logvar) * np.float32(math.sqrt(0.5))
     shifted = log_norm - peak
-    # Farther than this from its mean, a component's term is below e^-80 (< M e^-40 of a sample's own term).
-    reach = np.sqrt(np.maximum(80.0 + shifted, 0.0)) / scale
+    # Left out: log_norm_m - t^2 < own_s - cut, i.e. |z - mu_m| > sqrt(log_norm_m - own_s + cut) / scale_m.
+    cut = math.log(size / LEFT_OUT)
     rows = max(1, min(count, 128))  # sorted samples a tile: their spread widens every window a little
     cols = max(256, block // rows)
     log_sum = torch.zeros(dims, count, dtype=torch.float64)
-    bands: list[list[tuple[np.ndarray, Tensor, Tensor, Tensor, float]]] = []
+    bands: list[list[tuple[np.ndarray, Tensor, Tensor, Tensor, float, float]]] = []
     for d in range(dims):
         parts = []
-        for band in np.array_split(np.argsort(reach[:, d], kind="stable"), min(groups, size)):
+        for band in np.array_split(np.argsort(logvar[:, d], kind="stable"), min(groups, size)):
             band = band[np.argsort(mu[band, d], kind="stable")]
             tensors = [torch.from_numpy(np.ascontiguousarray(a[band, d]))[None, None, :] for a in (mu, scale, shifted)]
-            parts.append((mu[band, d], *tensors, float(reach[band, d].max())))
+            # the band's largest log_norm and 1/scale bound every one of its components' reach
+            parts.append((mu[band, d], *tensors, float(log_norm[band, d].max()), float(1.0 / scale[band, d].min())))
         bands.append(parts)
     ranks = [np.argsort(z[:, d], kind="stable") for d in range(dims)]
     jobs = [(d, ranks[d][a : a + rows]) for d in range(dims) for a in range(0, count, rows)]
@@ -157,9 +165,11 @@ def mixture_entropy(
         d, picked = job
         zd = z[picked, d]  # ascending
         zs = torch.from_numpy(zd)[None, :, None]
+        lowest = float(own[picked, d].min())
         acc = torch.zeros(1, len(picked), dtype=torch.float64)
         work = torch.empty(1, len(picked), cols)  # one tile's scratch, reused: a fresh one per tile is a fresh mmap
-        for means, *tensors, far in bands[d]:
+        for means, *tensors, top_log_norm, widest in bands[d]:
+            far = math.sqrt(max(top_log_norm - lowest + cut, 0.0)) * widest
             lo, hi = int(np.searchsorted(means, zd[0] - far)), int(np.searchsorted(means, zd[-1] + far, side="right"))
             for b in range(lo, hi, cols):
                 c = min(cols, hi - b)
