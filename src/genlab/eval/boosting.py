@@ -124,8 +124,8 @@ def _fit_tree(x, order, values, y, seed, max_depth):  # noqa: C901 (one function
             f_j += n_found
             f = features[f_j]
             last_sorted = f
-            values = sorted_values[f]
-            if values[end - 1] <= values[start] + FEATURE_THRESHOLD:
+            column = sorted_values[f]
+            if column[end - 1] <= column[start] + FEATURE_THRESHOLD:
                 features[f_j], features[n_total] = features[n_total], features[f_j]
                 n_found += 1
                 n_total += 1
@@ -137,7 +137,7 @@ def _fit_tree(x, order, values, y, seed, max_depth):  # noqa: C901 (one function
             sum_left, pos, p = 0.0, start, start
             while p < end:
                 p += 1
-                while p < end and values[p] <= values[p - 1] + FEATURE_THRESHOLD:
+                while p < end and column[p] <= column[p - 1] + FEATURE_THRESHOLD:
                     p += 1
                 if p >= end:
                     break
