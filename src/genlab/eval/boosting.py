@@ -41,6 +41,8 @@ class SortedFeatures:
         self.values = np.take_along_axis(self.x32.T, self.order, axis=1)
 
 
+# The GradientBoostingClassifier settings this reproduces; n_estimators, learning_rate and max_depth are arguments.
+FIXED_SETTINGS = {"loss": "log_loss", "subsample": 1.0, "min_samples_split": 2, "min_samples_leaf": 1, "max_features": None}
 RAND_R_MAX = 2147483647  # sklearn's tree/_utils.pxd
 NO_FEATURE = -1
 

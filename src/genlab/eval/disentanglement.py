@@ -21,7 +21,7 @@ from sklearn.metrics import mutual_info_score
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 
-from genlab.eval.boosting import BoostedTrees
+from genlab.eval.boosting import FIXED_SETTINGS, BoostedTrees
 
 Represent = Callable[[np.ndarray], np.ndarray]
 
@@ -144,7 +144,8 @@ def dci(
     varies = [k for k in range(factors.shape[1]) if len(np.unique(factors[train, k])) > 1]
 
     def fit(k: int) -> tuple[np.ndarray, float, float]:
-        if len(np.unique(factors[train, k])) > 2 and not sklearn_trees:
+        ours = all(GBT[key] == value for key, value in FIXED_SETTINGS.items())
+        if ours and len(np.unique(factors[train, k])) > 2 and not sklearn_trees:
             model = BoostedTrees(GBT["n_estimators"], GBT["learning_rate"], GBT["max_depth"], seed=seed)
         else:
             model = GradientBoostingClassifier(random_state=seed, **GBT)
