@@ -302,6 +302,7 @@ class BoostedTrees:
         self.init_ = loss.link.link(np.clip(prior, eps, 1 - eps, dtype=np.float64))
         raw = np.repeat(self.init_, n, axis=0)
         random_state = np.random.RandomState(self.seed)
+        targets = [np.array(y == k, dtype=np.float64) for k in range(k_classes)]  # the Newton step's y per class
         self.trees_: list[list[Tree]] = []
         for _ in range(self.n_estimators):
             neg_gradient = -loss.gradient(y_true=y, raw_prediction=raw, sample_weight=None)
@@ -311,7 +312,7 @@ class BoostedTrees:
                 tree, leaf_of = fit_tree(data, neg_gradient[:, k], random_state.randint(0, RAND_R_MAX), self.max_depth)
                 # _update_terminal_regions: one Newton step per leaf. With unit weights sklearn's np.average is
                 # the leaf's (pairwise) sum over its rows in ascending order, divided by their count.
-                target = np.array(y == k, dtype=np.float64)
+                target = targets[k]
                 rows, starts = _group_by_leaf(leaf_of, len(tree.feature))
                 for leaf in np.flatnonzero(tree.feature < 0):
                     indices = rows[starts[leaf] : starts[leaf + 1]]

@@ -143,14 +143,17 @@ def dci(
     importance = np.zeros((codes.shape[1], factors.shape[1]))
     varies = [k for k in range(factors.shape[1]) if len(np.unique(factors[train, k])) > 1]
 
+    ours = not sklearn_trees and all(GBT[key] == value for key, value in FIXED_SETTINGS.items())
+
     def fit(k: int) -> tuple[np.ndarray, float, float]:
-        ours = all(GBT[key] == value for key, value in FIXED_SETTINGS.items())
-        if ours and len(np.unique(factors[train, k])) > 2 and not sklearn_trees:
+        if ours and len(np.unique(factors[train, k])) > 2:
             model = BoostedTrees(GBT["n_estimators"], GBT["learning_rate"], GBT["max_depth"], seed=seed)
+            model.fit(codes[train], factors[train, k])
+            predicted = model.train_predictions_  # what predict() gives on them, bit for bit (test_boosting)
         else:
-            model = GradientBoostingClassifier(random_state=seed, **GBT)
-        model.fit(codes[train], factors[train, k])
-        acc_train = np.mean(model.predict(codes[train]) == factors[train, k])
+            model = GradientBoostingClassifier(random_state=seed, **GBT).fit(codes[train], factors[train, k])
+            predicted = model.predict(codes[train])
+        acc_train = np.mean(predicted == factors[train, k])
         return np.abs(model.feature_importances_), acc_train, np.mean(model.predict(codes[test]) == factors[test, k])
 
     # One independent model per factor (fixed seeds): run side by side, the same figures as one after another.
