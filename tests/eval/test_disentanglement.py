@@ -130,8 +130,19 @@ def test_mixture_entropy_matches_a_float64_logsumexp() -> None:
     logvar[7, 0] = -90.0  # one posterior far narrower than its sample's: the float64 path
     eps = rng.standard_normal((n, 3)).astype(np.float32)
     z, own = mu + np.exp(0.5 * logvar) * eps, -0.5 * eps**2 - 0.5 * logvar
-    got = mc.mixture_entropy(z[:200], own[:200], mu, logvar, block=1 << 12)  # many tiles
+    got = mc.mixture_entropy(z[:200], own[:200], mu, logvar)  # several jobs, windows of many chunks
     np.testing.assert_allclose(got, _mixture_entropy_float64(z[:200], mu, logvar), atol=5e-7)
+
+
+def test_the_compiled_exp_is_float32_exact_over_its_range() -> None:
+    """mixture_entropy's inline exp (Cephes' expf) against float64 exp, term by term, over exponents in [-80, 0]."""
+    x = np.linspace(-80.0, 0.0, 200_001).astype(np.float32)
+    one = np.ones(1, np.float32)
+    got = np.array([mc._exp_sum(np.float32(0), one * 0, one, np.array([v], np.float32)) for v in x[::50]])
+    want = np.exp(x[::50].astype(np.float64))
+    assert np.max(np.abs(got / want - 1)) < 3e-7  # float32's own rounding is 6e-8
+    below = mc._exp_sum(np.float32(0), one * 0, one, np.array([-200.0], np.float32))
+    assert below == np.float32(np.exp(-80.0))  # raised to e^-80, a normal float32, never a subnormal
 
 
 def test_mixture_entropy_sums_the_wide_posteriors_far_away() -> None:
@@ -148,7 +159,7 @@ def test_mixture_entropy_sums_the_wide_posteriors_far_away() -> None:
     want = _mixture_entropy_float64(z[pick], mu, logvar)
     narrow_only = _mixture_entropy_float64(z[pick], mu[wide:], logvar[wide:]) - math.log(n / (n - wide))
     assert np.all(np.abs(want - narrow_only) > 1e-3)  # the wide ones' share is far above the tolerance
-    np.testing.assert_allclose(mc.mixture_entropy(z[pick], own[pick], mu, logvar, block=1 << 12), want, atol=5e-7)
+    np.testing.assert_allclose(mc.mixture_entropy(z[pick], own[pick], mu, logvar), want, atol=5e-7)
 
 
 def grid_codes(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
