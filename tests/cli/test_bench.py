@@ -35,17 +35,29 @@ def test_bench_of_a_new_model_is_named_for_it() -> None:
 
 @pytest.mark.slow
 def test_bench_runs_and_reports_every_workload(tmp_path: Path) -> None:
-    result = run_bench("gan", torch.device("cpu"), batch_size=16, steps=1, repeats=1)
+    # Small sampling / encode batches and one memory process per path: the workloads run, not their shipped sizes
+    # (bf16 encode + decode at batch 256 takes ~10 s a call on a CPU without native bf16).
+    result = run_bench("gan", torch.device("cpu"), batch_size=16, steps=1, repeats=1, eval_batch=8, memory_processes=1)
     assert set(result["workloads"]) == {"train", "train_bf16", "train_end_to_end", "sample"}
+    assert result["workloads"]["sample"]["batch"] == 8 and result["options"]["eval_batch"] == 8
     row = result["workloads"]["train"]
     assert row["flops_per_image"] > 1e6 and row["genlab"]["images_per_s"] > 0 and row["speedup"] > 0
-    assert "speedup" in format_bench(result)
+    assert "speedup" in format_bench(result) and "median of 1 processes" in format_bench(result)
     if result["allocator"].startswith("genlab"):  # the plain loop was also timed in a default-allocator process
         assert row["speedup_same_allocator"] > 0 and "same alloc." in format_bench(result)
-    assert main(["bench", "vae", "--batch-size", "2", "--steps", "1", "--repeats", "1", "--json", str(tmp_path / "b.json")]) == 0
+    flags = ["--batch-size", "2", "--steps", "1", "--repeats", "1", "--eval-batch", "4", "--memory-processes", "1"]
+    assert main(["bench", "vae", *flags, "--json", str(tmp_path / "b.json")]) == 0
     vae = json.loads((tmp_path / "b.json").read_text())[0]
     # 313 MFLOP per 64x64 image for a training step of the notes' VAE (the issue's figure), within counting detail
     assert 250e6 < vae["workloads"]["train"]["flops_per_image"] < 380e6
+    assert vae["workloads"]["encode_decode"]["batch"] == 4 and set(vae["peak_memory_bytes"]) == {"plain", "genlab"}
+
+
+@pytest.mark.parametrize("flag", ["--eval-batch", "--memory-processes", "--steps"])
+def test_bench_refuses_a_count_below_one(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "vae", flag, "0"])
+    assert f"{flag}: must be a whole number >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_timed_in_turn_alternates_the_repeats() -> None:

@@ -55,20 +55,23 @@ def raw_bench(
     channels_last: bool,
     compile: bool,
     fuse: bool | str = "auto",
+    eval_batch: int = 256,
 ) -> dict[str, Any]:
     """The raw timings of one family's workloads: the notes' two have benches of their own (end to end,
-    sampling, bf16, peak memory), the rest share bench_zoo."""
+    sampling or encode + decode at `eval_batch`, bf16, peak memory), the rest share bench_zoo."""
     if name in NOTES_BENCHES:
-        return NOTES_BENCHES[name](device, batch_size, steps, repeats, channels_last=channels_last, compile=compile, fuse=fuse)
+        options = {"channels_last": channels_last, "compile": compile, "fuse": fuse, "eval_batch": eval_batch}
+        return NOTES_BENCHES[name](device, batch_size, steps, repeats, **options)
     return bench_zoo(name, device, batch_size, steps, repeats)
 
 
-def plain_in_default_process(name: str, batch_size: int, steps: int, repeats: int) -> dict[str, list[float]]:
+def plain_in_default_process(name: str, batch_size: int, steps: int, repeats: int, eval_batch: int) -> dict[str, list[float]]:
     """{workload: seconds per step} of the plain loops in a fresh process with glibc's default malloc:
     the reference as its users run it (this process has genlab's allocator setting)."""
     import json
 
-    call = f"json.dumps(raw_bench({name!r}, torch.device('cpu'), {batch_size}, {steps}, {repeats}, False, False, False))"
+    args = f"{name!r}, torch.device('cpu'), {batch_size}, {steps}, {repeats}, False, False, False, {eval_batch}"
+    call = f"json.dumps(raw_bench({args}))"
     raw = json.loads(in_fresh_process(call, default_malloc=True))
     return {name: row["plain"] for name, row in raw.items()}
 
@@ -82,18 +85,20 @@ def run_bench(
     channels_last: bool = True,
     compile: bool = False,
     fuse: bool | str = "auto",
+    eval_batch: int = 256,
+    memory_processes: int = PEAK_MEMORY_PROCESSES,
 ) -> dict[str, Any]:
     if fuse is True:
         require_cpp_compiler("--fuse-norm-act=true", device, fix="use --fuse-norm-act=auto")
     tuned = device.type == "cpu" and tune_cpu_allocator()
     rate = matmul_rate(device)
-    raw = raw_bench(name, device, batch_size, steps, repeats, channels_last, compile, fuse)
+    raw = raw_bench(name, device, batch_size, steps, repeats, channels_last, compile, fuse, eval_batch)
     if tuned:
         # Ratios are against the reference as users run it; the same-allocator ratio is kept beside them.
-        default = plain_in_default_process(name, batch_size, steps, repeats)
+        default = plain_in_default_process(name, batch_size, steps, repeats, eval_batch)
         for workload, row in raw.items():
             row["plain_same_allocator"], row["plain"] = row["plain"], default[row.get("plain_of", workload)]
-    memory = peak_memory(name, batch_size, device) if name in NOTES_BENCHES else None
+    memory = peak_memory(name, batch_size, device, memory_processes) if name in NOTES_BENCHES else None
     return {
         "family": name,
         "device": str(device),
@@ -111,6 +116,8 @@ def run_bench(
             "compile": compile,
             "fuse_norm_act": fuse,
             "batch_size": batch_size,
+            "eval_batch": eval_batch,
+            "memory_processes": memory_processes,
         },
         "workloads": summarise(raw, rate),
     }
@@ -127,7 +134,8 @@ def format_bench(result: dict[str, Any]) -> str:
     lines.insert(2, f"allocator: {result.get('allocator', 'default for both')}")
     mem = result.get("peak_memory_bytes")
     if mem:
-        what = f"peak RSS of the train step (median of {PEAK_MEMORY_PROCESSES} processes)"
+        processes = result["options"].get("memory_processes", PEAK_MEMORY_PROCESSES)
+        what = f"peak RSS of the train step (median of {processes} processes)"
         if result["device"].startswith("cuda"):
             what = "peak CUDA memory"
         lines.append(f"{what}: plain {mem['plain'] / 2**20:.0f} MiB, genlab {mem['genlab'] / 2**20:.0f} MiB")

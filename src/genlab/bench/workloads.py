@@ -46,6 +46,7 @@ def bench_vae(
     channels_last: bool,
     compile: bool = False,
     fuse: bool | str = "auto",
+    eval_batch: int = 256,
 ) -> dict[str, Any]:
     torch.manual_seed(0)
     loss = VAELossConfig()
@@ -92,7 +93,7 @@ def bench_vae(
         "batch": batch_size,
         "loss_rel_error": bf16_loss_error(lambda m: vae_loss_of(m, x, loss), plain, amp),
     }
-    big = torch.rand(256, 3, 64, 64, device=device) * 2 - 1
+    big = torch.rand(eval_batch, 3, 64, 64, device=device) * 2 - 1
     fbig = big.contiguous(memory_format=torch.channels_last) if channels_last else big
     plain.eval()
     fast.eval()
@@ -104,8 +105,8 @@ def bench_vae(
     results["encode_decode"] = {
         "plain": timed(lambda: encode_decode(plain, big), device, max(1, steps // 4), repeats),
         "genlab": timed(lambda: encode_decode(fast, fbig), device, max(1, steps // 4), repeats),
-        "flops_per_image": flops_of(lambda: encode_decode(plain, big)) / 256,
-        "batch": 256,
+        "flops_per_image": flops_of(lambda: encode_decode(plain, big)) / eval_batch,
+        "batch": eval_batch,
     }
 
     def encode_decode_bf16() -> None:
@@ -128,6 +129,7 @@ def bench_gan(
     channels_last: bool = False,  # the MLP has no convolutions: NHWC and fusion do not apply
     compile: bool = False,
     fuse: bool | str = False,
+    eval_batch: int = 256,
 ) -> dict[str, Any]:
     torch.manual_seed(0)
     images = torch.randint(0, 256, (max(20 * batch_size, 4096), 1, 28, 28), dtype=torch.uint8)
@@ -207,13 +209,13 @@ def bench_gan(
 
     def sample(model: GAN) -> None:
         with torch.no_grad():
-            model.generator(torch.randn(256, 100, device=device))
+            model.generator(torch.randn(eval_batch, 100, device=device))
 
     results["sample"] = {
         "plain": timed(lambda: sample(plain), device, steps, repeats),
         "genlab": timed(lambda: sample(fast), device, steps, repeats),
-        "flops_per_image": flops_of(lambda: sample(plain)) / 256,
-        "batch": 256,
+        "flops_per_image": flops_of(lambda: sample(plain)) / eval_batch,
+        "batch": eval_batch,
     }
     return results
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from genlab.cli import positive_int
 from genlab.cli.pictures import add_sampling_flags
 from genlab.errors import GenlabError
 
@@ -123,7 +124,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = []
     for name in args.families or ["vae", "gan"]:
         device = resolve_device(args.device)
-        result = run_bench(name, device, args.batch_size, args.steps, args.repeats, args.channels_last, args.compile, fuse)
+        result = run_bench(
+            name, device, args.batch_size, args.steps, args.repeats, args.channels_last, args.compile, fuse, args.eval_batch,
+            args.memory_processes,
+        )  # fmt: skip
         print(format_bench(result))
         results.append(result)
     if args.json:
@@ -176,9 +180,12 @@ def add_commands(sub) -> None:
     p = sub.add_parser("bench", help="images/s of genlab's paths vs the textbook loop of the same model")
     p.add_argument("families", nargs="*", choices=list(FAMILIES), metavar="{" + ",".join(FAMILIES) + "}")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--steps", type=positive_int, default=20, help="steps per timed repeat")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed repeats; the median is reported")
+    p.add_argument("--eval-batch", type=positive_int, default=256, help="batch of the sampling and encode + decode workloads")
+    p.add_argument("--memory-processes", type=positive_int, default=3,
+                   help="fresh processes per path for the peak memory of the notes' models (the median is reported)")  # fmt: skip
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="VAE: NHWC on genlab's side (training default)")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile genlab's side (compiled in the warm-up)")
