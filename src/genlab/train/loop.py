@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,8 +225,13 @@ def end_epoch(run: Training) -> None:
     state, t = run.state, run.config.train
     state.epoch += 1
     state.batch = 0
-    for s in run.schedulers.values():
-        s.step()
+    with warnings.catch_warnings():
+        # An epoch can end before one player's optimizer has stepped in this process (WGAN-GP's G, 1 step in
+        # n_critic, after a resume mid-cycle or in an epoch shorter than n_critic). The decay is per epoch and
+        # its count comes from the checkpoint, so torch's call-order check is a false alarm here.
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+        for s in run.schedulers.values():
+            s.step()
     if run.files:
         record = {"step": state.step, "epoch": state.epoch}
         record.update(run.trainer.validate(run.model, run.test_data, run.config, state.step, run.device))
