@@ -92,9 +92,29 @@ def test_report_smoothing_is_tensorboards(browser, tiny_runs: dict[str, Path]) -
         np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
+def test_a_flat_series_is_drawn_at_once(browser, tiny_runs: dict[str, Path]) -> None:
+    # active_dims is often constant; smoothed, it spans one ulp, and the old tick loop (t += step, with the step
+    # below t's rounding) hung the page for a minute building ticks.
+    page = (tiny_runs["vae"] / "report.html").resolve().as_uri()
+    started = time.monotonic()
+    if browser.current_url != page:
+        browser.get(page)
+    chart = {"title": "active_dims", "series": {"active_dims": [[s, 4.0] for s in range(10)]}}
+    got = browser.execute_script(
+        """const box = document.createElement("div"); document.body.appendChild(box);
+        drawChart(box, arguments[0], {smoothing: 0.6, log: false});
+        return {labels: box.querySelectorAll('line[stroke="#eee"]').length,
+                ulp: niceTicks(4, 4 + 8.881784197001252e-16, 5).length, flat: niceTicks(4, 4, 5)};""",
+        chart,
+    )
+    assert got["flat"] == [4, 4.2, 4.4, 4.6, 4.8, 5]  # a zero span is drawn over [lo, lo + 1]
+    assert 2 <= got["labels"] <= 12 and got["ulp"] <= 21  # a handful of y grid lines, never one per ulp
+    assert time.monotonic() - started < 20
+
+
 def test_a_one_point_series_is_drawn_in_its_legend_colour(browser, tiny_runs: dict[str, Path]) -> None:
     page = (tiny_runs["vae"] / "report.html").resolve().as_uri()
-    if browser.current_url != page:  # the smoothing test's page: loading it again costs ~40 s on 2 cores
+    if browser.current_url != page:  # the smoothing test's page
         browser.get(page)
     chart = {"title": "loss", "series": {"loss": [[s, 1.0 / (s + 1)] for s in range(0, 200, 2)], "val_loss": [[199, 0.4]]}}
     marks = browser.execute_script(

@@ -18,9 +18,20 @@ function niceTicks(lo, hi, n) {
   if (!(hi > lo)) { hi = lo + 1; }
   const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 5, 10].map(m => m * mag).find(s => s >= raw);
+  // Ticks counted by index, never by adding the step: a step below the values' rounding (a flat series
+  // smoothed to 4 +- 1 ulp) would never move t, and the page would hang building ticks.
+  const first = Math.ceil(lo / step), count = Math.min(Math.floor(hi / step + 1e-9) - first + 1, 4 * n + 1);
   const ticks = [];
-  for (let t = Math.ceil(lo / step) * step; t <= hi + 1e-9 * step; t += step) ticks.push(+t.toPrecision(12));
+  for (let i = 0; i < count; i++) ticks.push(+((first + i) * step).toPrecision(12));
   return ticks;
+}
+
+// The y range of a chart: its values' span, padded 5%; a span within rounding of flat (a constant series
+// after smoothing) is drawn as flat, padded by 5% of its level.
+function yRange(y0, y1) {
+  const flat = !(y1 - y0 > 1e-9 * Math.max(Math.abs(y0), Math.abs(y1)));
+  const pad = flat ? Math.abs(y0) * 0.05 || 1 : (y1 - y0) * 0.05;
+  return [y0 - pad, (flat ? y0 : y1) + pad];
 }
 
 function fmt(v) {
@@ -49,8 +60,7 @@ function drawChart(box, chart, opts) {
   const xs = lines.flatMap(l => l.xs), ys = lines.flatMap(l => l.ys.concat(l.raw)).map(ty);
   if (chart.reference !== null && chart.reference !== undefined) ys.push(ty(chart.reference));
   const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
-  const pad = (y1 - y0) * 0.05 || 1;
-  const ylo = y0 - pad, yhi = y1 + pad, xlo = x0, xhi = x1 > x0 ? x1 : x0 + 1;
+  const [ylo, yhi] = yRange(y0, y1), xlo = x0, xhi = x1 > x0 ? x1 : x0 + 1;
   const px = x => L + ((x - xlo) / (xhi - xlo)) * (W - L - R), py = y => T + (1 - (ty(y) - ylo) / (yhi - ylo)) * (H - T - B);
   const svg = svgEl("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": chart.title }, box);
   svgEl("text", { x: L, y: 14, "font-weight": "bold" }, svg).textContent = chart.title + (logOk ? " (log scale)" : "");
