@@ -75,6 +75,8 @@ ROWS = {
     "wgan-gp-g": Row("wgan-gp", "WGAN-GP at equal G updates", "wgan_gp_fashion.toml", step_factor=5),
     "cgan": Row("cgan", "class-conditional GAN (class at G's input and in CBN, projection D)", "cgan_fashion.toml"),
     "cvae": Row("cvae", "class-conditional VAE (learned p(z|y), label in every block)", "cvae_fashion.toml"),
+    # whether the σ-VAE's calibrated decoder lifts the bound its reconstructions put on the cVAE's conditional accuracy
+    "cvae-sigma": Row("cvae", "cVAE, σ-VAE decoder", "cvae_fashion.toml", ("model.decoder=sigma", "loss.beta=1.0")),
     "dcgan-bf16": Row("dcgan", "DCGAN under bf16 autocast", "dcgan_fashion.toml", ("train.precision=bf16",), fp32="dcgan"),
     "cgan-bf16": Row("cgan", "cGAN under bf16 autocast", "cgan_fashion.toml", ("train.precision=bf16",), fp32="cgan"),
     "vae+2stage": Row("vae", "the notes' VAE + a 2-Stage second stage", first="vae"),
