@@ -107,6 +107,8 @@ def test_any_valid_gan_config_generates_its_image_shape(channels: int, size: int
     [
         ("wgan-gp", {"loss.n_critic": 0}, "loss.n_critic must be an integer >= 1"),
         ("sngan", {"loss.logits": False}, "set loss.logits = true"),
+        ("sngan", {"loss.n_dis": 0}, "loss.n_dis must be an integer >= 1"),
+        ("dcgan", {"loss.n_dis": 5}, "loss.n_dis is a setting of sngan"),
         ("dcgan", {"model.img_shape": [1, 30, 30]}, r"a DCGAN makes 28x28 or 4\*2\^k"),
         ("vae", {"model.spectral_norm": True}, "unknown key"),
     ],

@@ -98,6 +98,21 @@ class GANLossConfig:
 
 
 @dataclass(frozen=True)
+class SNGANLossConfig(GANLossConfig):
+    """SNGAN: n_dis D steps per G step, each on its own real batch (Miyato et al.'s settings: 1 in B and C,
+    5 in A and D-F); a training step is one D step, so an epoch is D's pass over the data."""
+
+    n_dis: int = 1
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.n_dis, int) or self.n_dis < 1:
+            raise ConfigError(
+                f"loss.n_dis must be an integer >= 1 (D steps per G step; Miyato et al. use 1 or 5), got {self.n_dis}"
+            )
+
+
+@dataclass(frozen=True)
 class WGANLossConfig:
     """WGAN-GP (Gulrajani et al. 2017): lambda = 10, five critic updates per generator update."""
 

@@ -172,6 +172,24 @@ def test_conv_gan_steps_match_their_papers_code(name: str, textbook) -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5, msg=key)
 
 
+def test_sngan_with_n_dis_matches_the_updaters_d_iterations() -> None:
+    """n_dis = 3 (Miyato et al.'s settings A, D-F use 5): G steps on the first of every 3 D iterations only."""
+    config, ours, ref, opts, (opt_g, opt_d) = _pair("sngan")
+    config = replace(config, loss=replace(config.loss, n_dis=3))
+    step = trainer_for(record_of("sngan")).step
+    g_moves = []
+    for i, imgs in enumerate(torch.rand(5, 8, 1, 28, 28) * 2 - 1):
+        before = [p.clone() for p in ours.generator.parameters()]
+        torch.manual_seed(10 + i)
+        step(ours, imgs, opts, config.loss, i)
+        torch.manual_seed(10 + i)
+        stdgan_step(ref, imgs, opt_g, opt_d, hinge=True, first=i % 3 == 0)
+        g_moves.append(any(not torch.equal(a, b) for a, b in zip(before, ours.generator.parameters())))
+    assert g_moves == [True, False, False, True, False]
+    for (key, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5, msg=key)
+
+
 def test_cgan_step_matches_miyato_and_koyamas_updater() -> None:
     config, ours, ref, opts, (opt_g, opt_d) = _pair("cgan")
     for i, imgs in enumerate(torch.rand(3, 8, 1, 28, 28) * 2 - 1):

@@ -65,15 +65,20 @@ def gan_step(model: nn.Module, imgs: torch.Tensor, opt_g, opt_d, hinge: bool = F
     return g_loss.item(), d_loss.item()
 
 
-def stdgan_step(model: nn.Module, imgs: torch.Tensor, opt_g, opt_d, hinge: bool = True) -> tuple[float, float]:
-    """Miyato et al.'s SN-DCGAN updater (chainer-gan-lib stdgan/updater.py, n_dis = 1): G on fresh z, G
-    steps; then D(x) and D(G(z')) of the updated G on fresh z', in two calls (the fakes unchained), D steps."""
+def stdgan_step(
+    model: nn.Module, imgs: torch.Tensor, opt_g, opt_d, hinge: bool = True, first: bool = True
+) -> tuple[float, float]:
+    """One iteration of Miyato et al.'s SN-DCGAN updater (chainer-gan-lib stdgan/updater.py): on the first
+    of its n_dis iterations (first=True) G on fresh z, G steps; then D(x) and D(G(z')) on fresh z', in two
+    calls (the fakes unchained), D steps."""
     n, latent = imgs.size(0), model.config.latent_dim
-    y_fake = model.discriminator(model.generator(torch.randn(n, latent, device=imgs.device)), logits=True)
-    loss_gen = -y_fake.mean() if hinge else F.softplus(-y_fake).mean()  # their softplus form of BCE on logits
-    model.generator.zero_grad()
-    loss_gen.backward()
-    opt_g.step()
+    loss_gen = torch.zeros(())
+    if first:
+        y_fake = model.discriminator(model.generator(torch.randn(n, latent, device=imgs.device)), logits=True)
+        loss_gen = -y_fake.mean() if hinge else F.softplus(-y_fake).mean()  # their softplus form of BCE on logits
+        model.generator.zero_grad()
+        loss_gen.backward()
+        opt_g.step()
     y_real = model.discriminator(imgs, logits=True)
     x_fake = model.generator(torch.randn(n, latent, device=imgs.device)).detach()
     y_fake = model.discriminator(x_fake, logits=True)
@@ -198,7 +203,7 @@ def _gan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
 
 
 def _sngan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
-    return stdgan_step(model, imgs, opt_g, opt_d, loss.adversarial == "hinge")[1]
+    return stdgan_step(model, imgs, opt_g, opt_d, loss.adversarial == "hinge", step % loss.n_dis == 0)[1]
 
 
 def _dcgan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from genlab.config import FactorVAELossConfig, GANLossConfig, VAELossConfig, WGANLossConfig
+from genlab.config import FactorVAELossConfig, GANLossConfig, SNGANLossConfig, VAELossConfig, WGANLossConfig
 from genlab.errors import ConfigError
 from genlab.models.cgan import CGAN, CGANConfig
 from genlab.models.cvae import CVAE, CVAEConfig
@@ -86,7 +86,7 @@ register(Family("vae", VAEConfig, VanillaVAE, "vae", VAELossConfig, "vae", **NOT
                 summary="the notes' VanillaVAE / β-VAE"))
 register(Family("gan", GANConfig, GAN, "gan", GANLossConfig, "gan", **RADFORD, summary="the notes' MLP GAN"))
 register(Family("dcgan", DCGANConfig, DCGAN, "gan", GANLossConfig, "dcgan", **RADFORD, summary="DCGAN (Radford et al. 2015)"))
-register(Family("sngan", SNGANConfig, SNGAN, "gan", GANLossConfig, "sngan", **RADFORD, loss_defaults={"adversarial": "hinge"},
+register(Family("sngan", SNGANConfig, SNGAN, "gan", SNGANLossConfig, "sngan", **RADFORD, loss_defaults={"adversarial": "hinge"},
                 summary="SNGAN: spectral norm, hinge loss (Miyato et al. 2018)"))
 register(Family("wgan-gp", WGANGPConfig, WGANGP, "gan", WGANLossConfig, "wgan", lr=0.0001, betas=(0.0, 0.9),
                 summary="WGAN-GP (Gulrajani et al. 2017)"))
