@@ -106,10 +106,7 @@ class SNGANLossConfig(GANLossConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not isinstance(self.n_dis, int) or self.n_dis < 1:
-            raise ConfigError(
-                f"loss.n_dis must be an integer >= 1 (D steps per G step; Miyato et al. use 1 or 5), got {self.n_dis}"
-            )
+        _steps_per_g_step("loss.n_dis", self.n_dis, "D steps per G step; Miyato et al. use 1 or 5")
 
 
 @dataclass(frozen=True)
@@ -121,10 +118,7 @@ class WGANLossConfig:
 
     def validate(self) -> None:
         _positive("loss.gp_weight", self.gp_weight, allow_zero=True)
-        if not isinstance(self.n_critic, int) or self.n_critic < 1:
-            raise ConfigError(
-                f"loss.n_critic must be an integer >= 1 (critic steps per generator step; WGAN-GP uses 5), got {self.n_critic}"
-            )
+        _steps_per_g_step("loss.n_critic", self.n_critic, "critic steps per generator step; WGAN-GP uses 5")
 
 
 @dataclass(frozen=True)
@@ -250,6 +244,11 @@ class RunConfig:
 def _positive(key: str, value: float, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _steps_per_g_step(key: str, value: int, what: str) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be an integer >= 1 ({what}), got {value}")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

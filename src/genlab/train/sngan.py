@@ -3,10 +3,10 @@
 A training step is one of the updater's n_dis iterations, each on its own real batch. On the first of
 each n_dis (every step at n_dis = 1), G: fresh z, the loss of D(G(z)), G steps. Then D: the real batch
 and a fresh fake batch from the (updated) G, each in its own call (spectral norm runs a power iteration
-per call), D's loss, D steps. chainer-gan-lib
-trains the spectral-norm D under this updater only: its train.py builds `SNDCGANDiscriminator` for
-`--algorithm stdgan` (example.sh: n_dis 1, Adam 2e-4 (0.5, 0.999), setting C) and refuses it under the
-dcgan updater, whose G and D both step from one state (what genlab's SNGAN did before).
+per call), D's loss, D steps. chainer-gan-lib trains the spectral-norm D under this updater only: its
+train.py builds `SNDCGANDiscriminator` for `--algorithm stdgan` (example.sh: n_dis 1, Adam 2e-4 (0.5,
+0.999), setting C) and refuses it under the dcgan updater, whose G and D both step from one state (what
+genlab's SNGAN did before).
 """
 
 from __future__ import annotations
