@@ -35,7 +35,7 @@ class VAELossConfig:
     # "analytic": the closed-form KL + (beta - 1) * TC (disentanglement_lib's beta_tc_vae), alpha = gamma_dwkl = 1.
     estimator: str = "mws"
     tc_form: str = "decomposed"
-    tc_warmup: int = 0  # steps over which the TC weight grows from 0 to beta (Chen et al.'s beta_anneal); 0: none
+    tc_warmup: int = 0  # steps over which the TC weight (tcvae's beta, FactorVAE's gamma_tc) grows from 0; 0: none
     recon_sum: bool = False  # Bernoulli NLL summed per image (then kld_weight = 1 makes beta the literature's)
     # The σ-VAE's likelihood counts the data's own pixels only: the padding (28 -> 32 leaves 2 pixels a side)
     # is constant and would add spurious likelihood and shrink sigma. -1: from the data, filled in at the start.
@@ -68,7 +68,8 @@ class VAELossConfig:
 @dataclass(frozen=True)
 class FactorVAELossConfig(VAELossConfig):
     """FactorVAE (Kim & Mnih 2018): the VAE's loss + gamma_tc * the discriminator's TC estimate, in kld_weight
-    units; the discriminator's own Adam (disentanglement_lib: 1e-4, betas (0.5, 0.9))."""
+    units; the discriminator's own Adam (disentanglement_lib: 1e-4, betas (0.5, 0.9)). loss.tc_warmup grows
+    gamma_tc from 0 over that many steps (0, the paper's: none)."""
 
     gamma_tc: float = 35.0
     d_lr: float = 0.0001

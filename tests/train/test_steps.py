@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genlab.bench.textbook import dcgan_examples_step, notes_gan_step, projection_step, stdgan_step
+from genlab.bench.textbook import dcgan_examples_step, factorvae_step, notes_gan_step, projection_step, stdgan_step
 from genlab.config import GANLossConfig, VAELossConfig
 from genlab.models import FAMILIES, GAN, VanillaVAE, build_model
 from genlab.models import family as record_of
@@ -254,3 +254,33 @@ def test_wgan_generator_update_leaves_the_critics_gradients_alone() -> None:
     trainer.step(model, torch.rand(8, 1, 28, 28) * 2 - 1, opts, config.loss, 0)  # a critic step, then G's
     for before, p in zip(after_critic["grads"], model.discriminator.parameters()):
         assert torch.equal(before, p.grad)  # G's loss put nothing into the critic's .grad
+
+
+def test_factorvae_gamma_warmup_matches_the_textbook_step_at_each_steps_gamma() -> None:
+    """loss.tc_warmup = 4 grows gamma_tc 0, 2.5, 5, 7.5, 10: genlab's step matches disentanglement_lib's
+    step run with that gamma at every step, and differs from the un-warmed step. The standard net: conv biases
+    before BatchNorm get ~0 gradients, which Adam turns into steps of chance sign (fused or not)."""
+    from genlab.configfile import load_config
+
+    net = {"model.arch": "standard", "model.decoder": "bernoulli", "model.image_size": 32, "model.in_channels": 1}
+    net |= {"model.latent_dim": 4, "model.d_hidden": 16, "model.d_layers": 2, "train.batch_size": 8}
+    sets = {"loss.recon_sum": True, "loss.kld_weight": 1.0, "loss.gamma_tc": 10.0, "loss.tc_warmup": 4}
+    config = load_config("factorvae", None, {**net, **sets})
+    torch.manual_seed(0)
+    ours = build_model("factorvae", config.model)
+    ref, unwarmed = copy.deepcopy(ours), copy.deepcopy(ours)
+    make = trainer_for(record_of("factorvae")).make_optimizers
+    opts, opts_unwarmed = make(ours, config), make(unwarmed, config)
+    t, loss = config.train, config.loss
+    opt_vae = torch.optim.Adam(ref.vae_parameters(), lr=t.lr, betas=t.betas, foreach=False)
+    opt_d = torch.optim.Adam(ref.discriminator.parameters(), lr=loss.d_lr, betas=loss.d_betas, foreach=False)
+    step = trainer_for(record_of("factorvae")).step
+    for i, imgs in enumerate(torch.rand(5, 8, 1, 32, 32) * 2 - 1):
+        for model, o, warmup in ((ours, opts, 4), (unwarmed, opts_unwarmed, 0)):
+            torch.manual_seed(10 + i)
+            step(model, imgs, o, replace(loss, tc_warmup=warmup), i)
+        torch.manual_seed(10 + i)
+        factorvae_step(ref, imgs, opt_vae, opt_d, 1.0, loss.beta, 10.0 * min(1.0, i / 4), recon_sum=True)
+    for (key, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5, msg=key)
+    assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(ours.vae_parameters(), unwarmed.vae_parameters()))

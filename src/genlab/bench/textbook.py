@@ -221,7 +221,8 @@ def _wgan(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
 # By training algorithm (a family record's `trainer`): (model, imgs, opt_g, opt_d, step, loss, labels) -> a loss;
 # a VAE's optimiser is opt_g.
 def _factorvae(model, imgs, opt_g, opt_d, step, loss, labels) -> float:
-    return factorvae_step(model, imgs, opt_g, opt_d, loss.kld_weight, loss.beta, loss.gamma_tc, loss.recon_sum)
+    gamma = loss.gamma_tc * min(1.0, step / loss.tc_warmup) if loss.tc_warmup else loss.gamma_tc
+    return factorvae_step(model, imgs, opt_g, opt_d, loss.kld_weight, loss.beta, gamma, loss.recon_sum)
 
 
 TEXTBOOK = {

@@ -5,6 +5,10 @@ VAE: the VAE loss + gamma_tc * TC, TC ~ mean(logit_0 - logit_1) of D on the batc
 reaches the encoder through z, not D). D: BCE telling the batch's codes (class 0) from the same codes with
 each dimension permuted across the batch (class 1), both detached. The permuted codes come from the same
 batch, as disentanglement_lib does; the paper's Algorithm 1 draws a second batch for them.
+
+loss.tc_warmup grows gamma_tc from 0 over that many steps: genlab's addition, as Chen et al. warm up
+beta-TCVAE's beta. Kim & Mnih apply gamma from the first step, which on `shapes` leaves three active
+dimensions by step ~650 even at gamma = 2.5, where gamma = 0 keeps six (docs/disentanglement.md).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from genlab.models.factorvae import permute_dims
 from genlab.train import Trainer
 from genlab.train.common import FP32, Precision, backward, unwrap
 from genlab.train.common import step as optimizer_step
-from genlab.train.vae import CHARTS, LOG_KEYS, health, loss_terms, pictures, prepare, validate
+from genlab.train.vae import CHARTS, LOG_KEYS, health, loss_terms, pictures, prepare, validate, warmed_up
 
 
 def make_optimizers(model, config: RunConfig) -> dict[str, Optimizer]:
@@ -45,7 +49,7 @@ def factorvae_step(
         out = loss_terms(recons, x, mu, log_var, z, loss, step, inner.config.decoder)
         logits = d(z).float()
         tc = (logits[:, 0] - logits[:, 1]).mean()
-        vae_loss = out["loss"] + loss.kld_weight * loss.gamma_tc * tc
+        vae_loss = out["loss"] + loss.kld_weight * warmed_up(loss.gamma_tc, loss, step) * tc
         z_fixed = z.detach()
         d_logits = torch.cat([d(z_fixed), d(permute_dims(z_fixed))]).float()
         targets = torch.cat([torch.zeros(len(z), dtype=torch.long), torch.ones(len(z), dtype=torch.long)]).to(z.device)

@@ -83,9 +83,14 @@ def objective_terms(
     return {**out, "loss": out["loss"] + loss.kld_weight * penalty, **{k: v.detach() for k, v in parts.items()}}
 
 
+def warmed_up(weight: float, loss: VAELossConfig, step: int) -> float:
+    """A TC weight at a step: weight, or during loss.tc_warmup steps weight * step / tc_warmup."""
+    return weight if not loss.tc_warmup else weight * min(1.0, step / loss.tc_warmup)
+
+
 def tc_weight(loss: VAELossConfig, step: int) -> float:
-    """β-TCVAE's weight on TC at a step: beta, or during loss.tc_warmup steps beta * step / tc_warmup."""
-    return loss.beta if not loss.tc_warmup else loss.beta * min(1.0, step / loss.tc_warmup)
+    """β-TCVAE's weight on TC at a step (Chen et al.'s beta_anneal over loss.tc_warmup steps)."""
+    return warmed_up(loss.beta, loss, step)
 
 
 def vae_step(
