@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -9,25 +11,40 @@ from genlab.errors import GenlabError
 
 
 @torch.no_grad()
-def draw(model: nn.Module, n: int, generator: torch.Generator, labels: Tensor | None = None, chunk: int = 500) -> Tensor:
+def draw(
+    model: nn.Module,
+    n: int,
+    generator: torch.Generator,
+    labels: Tensor | None = None,
+    chunk: int = 500,
+    temperature: float = 1.0,
+) -> Tensor:
     """n samples in [-1, 1] on the CPU, chunk at a time (memory stays bounded for any n).
 
     labels: the class of each sample for a conditional model; None lets the model choose (every class
-    in turn, within each chunk).
+    in turn, within each chunk). temperature: the prior's spread, z = mu + temperature * sigma * eps
+    (below 1 trades diversity for typical samples, as Kingma & Dhariwal 2018 and Brock et al. 2019 sample).
     """
     device = next(model.parameters()).device
     out = []
     for i in range(0, n, chunk):
         kw = {} if labels is None else {"labels": labels[i : i + chunk].to(device)}
-        out.append(model.sample(min(chunk, n - i), generator=generator, **kw).cpu())
+        out.append(model.sample(min(chunk, n - i), generator=generator, temperature=temperature, **kw).cpu())
     return torch.cat(out)
 
 
-def generate(model: nn.Module, n: int, seed: int, batch_size: int = 500) -> Tensor:
+def generate(model: nn.Module, n: int, seed: int, batch_size: int = 500, temperature: float = 1.0) -> Tensor:
     """n samples in [-1, 1] from a fixed generator: the same run and seed give the same images."""
     device = next(model.parameters()).device
     model.eval()
-    return draw(model, n, torch.Generator(device).manual_seed(seed), chunk=batch_size)
+    return draw(model, n, torch.Generator(device).manual_seed(seed), chunk=batch_size, temperature=temperature)
+
+
+def check_temperature(value: float) -> float:
+    """--temperature, refused unless a finite number >= 0 (0: every sample the prior's mean)."""
+    if not math.isfinite(value) or value < 0:
+        raise GenlabError(f"--temperature must be a finite number >= 0 (1: the prior itself), got {value}")
+    return value
 
 
 def generated_labels(model: nn.Module, n: int, batch_size: int = 500) -> Tensor | None:

@@ -1,5 +1,5 @@
-"""The sampling rules the field uses: an EMA of G's weights, standing BatchNorm statistics; and snapshots of a
-run at CPU-seconds of its training."""
+"""The sampling rules the field uses: an EMA of G's weights, standing BatchNorm statistics, a sampling
+temperature; and snapshots of a run at CPU-seconds of its training."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from genlab import checkpoint as ckpt
 from genlab.cli import main
 from genlab.configfile import load_config
 from genlab.errors import ConfigError
-from genlab.models import build_model
+from genlab.models import FAMILIES, build_model
+from genlab.models import family as record_of
 from genlab.runs import load_run
-from genlab.sampling import standing_statistics
+from genlab.sampling import draw, standing_statistics
 
-from conftest import assert_same_state, train_args
+from conftest import assert_same_state, small_config, train_args
 
 
 def test_the_ema_generator_is_the_running_average_saved_beside_g_and_resumes_exactly(idx_data: Path, tmp_path: Path) -> None:
@@ -49,6 +50,51 @@ def test_ema_is_refused_where_there_is_no_generator_or_none_was_kept(tiny_runs: 
     assert main(["sample", str(tiny_runs["gan"]), "--weights", "ema", "--out", str(tmp_path / "x.png")]) == 2
     assert "keeps no EMA generator" in capsys.readouterr().err
     assert main(["sample", str(tiny_runs["gan"]), "--out", str(tmp_path / "x.png")]) == 0  # auto: the raw G
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_temperature_scales_the_prior_draw_and_one_is_the_prior_itself(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, small_config(name).model).eval()
+    conditional = record_of(name).conditional
+    labels = torch.full((6,), 3) if conditional else None
+
+    def sample(temperature: float | None, seed: int = 1) -> torch.Tensor:
+        kw = {} if temperature is None else {"temperature": temperature}
+        return draw(model, 6, torch.Generator().manual_seed(seed), labels, **kw)
+
+    assert torch.equal(sample(1.0), sample(None))  # the default is the prior, bit for bit
+    cold = sample(0.0)
+    torch.testing.assert_close(cold, cold[:1].expand_as(cold))  # every draw the prior's mean (rows of a GEMM may round apart)
+    assert torch.equal(cold, sample(0.0, seed=2))
+    half, full = sample(0.5), sample(1.0)
+    assert not torch.equal(half, full) and not torch.equal(half, cold)
+    with torch.no_grad():  # T scales z itself: the same draw of eps, halved, through the same network
+        z = 0.5 * torch.randn(6, model.config.latent_dim, generator=torch.Generator().manual_seed(1))
+        by_hand = model.generator(z, *([labels] if conditional else [])) if record_of(name).kind == "gan" else None
+        if by_hand is None:
+            by_hand = model.to_image(model.decode(z, *([labels] if conditional else [])))
+    torch.testing.assert_close(half, by_hand)
+
+
+def test_temperature_is_a_flag_of_sample_and_eval_with_a_one_line_refusal(
+    tiny_runs: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    run = shutil.copytree(tiny_runs["vae"], tmp_path / "vae")  # eval keeps its JSON in the run folder
+    for bad in ("-1", "nan"):
+        assert main(["sample", str(run), "--temperature", bad, "--out", str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err
+        assert "--temperature must be a finite number >= 0" in err and err.count("\n") == 1
+    assert main(["sample", str(run), "--n", "4", "--temperature", "0", "--out", str(tmp_path / "cold.npy")]) == 0
+    assert "at temperature 0" in capsys.readouterr().out
+    cold = np.load(tmp_path / "cold.npy")
+    assert np.array_equal(cold, np.broadcast_to(cold[:1], cold.shape))
+    out = tmp_path / "e.json"
+    assert main(["eval", str(run), "--n", "16", "--nll-n", "8", "--k", "2", "--temperature", "0.5", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["temperature"] == 0.5
+    assert list((run / "evals").glob("*-T0.5.json"))
 
 
 def test_standing_statistics_are_the_plain_average_over_fresh_samples() -> None:

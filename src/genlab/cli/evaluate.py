@@ -18,12 +18,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from genlab.io import atomic_write_bytes
     from genlab.models import family
     from genlab.runs import load_run, load_stage2, model_shape, splits
+    from genlab.sampling import check_temperature
 
     for name in ("n", "k", "nll_n"):
         if getattr(args, name) <= 0:
             raise GenlabError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.chen_samples < 0:
         raise GenlabError(f"--chen-samples must be >= 0 (0 skips Chen et al.'s MIG), got {args.chen_samples}")
+    check_temperature(args.temperature)
     config, model, state = load_run(args.run, args.device, args.weights)
     if args.bn == "standing":
         from genlab.sampling import standing_statistics
@@ -42,14 +44,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"genlab: {config.data.dataset} has no known factors: disentanglement metrics are the unsupervised part only")
     sampler = load_stage2(args.run, config, model) if args.stage2 else None
     result = evaluate(config, model, state, test, args.n, args.seed, args.nll_n, args.k, args.inception, factor_data,
-                      args.sampled, sampler=sampler, log=stderr_progress, chen_samples=args.chen_samples)  # fmt: skip
+                      args.sampled, sampler=sampler, log=stderr_progress, chen_samples=args.chen_samples,
+                      temperature=args.temperature)  # fmt: skip
     result["run"] = str(args.run)
     result["weights"], result["batchnorm"] = state["weights"], args.bn
     print(format_table(result))
     text = (json.dumps(result, indent=2) + "\n").encode()
     run = Path(args.run)
     if (run / "config.json").exists():  # a run folder: keep the result with the run, for its report
-        name = f"eval-step{result['run_step']}-n{args.n}-seed{args.seed}{'-stage2' if args.stage2 else ''}.json"
+        hot = "" if args.temperature == 1 else f"-T{args.temperature:g}"
+        name = f"eval-step{result['run_step']}-n{args.n}-seed{args.seed}{'-stage2' if args.stage2 else ''}{hot}.json"
         kept = atomic_write_bytes(run / "evals" / name, text)
         print(f"genlab: wrote {kept}")
     if args.json:

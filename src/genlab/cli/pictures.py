@@ -40,10 +40,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from genlab.limits import check_output, image_shape
     from genlab.models import family
     from genlab.runs import load_run, load_stage2
-    from genlab.sampling import class_labels, draw, standing_statistics
+    from genlab.sampling import check_temperature, class_labels, draw, standing_statistics
 
     if args.n <= 0:
         raise GenlabError(f"--n must be >= 1, got {args.n}")
+    check_temperature(args.temperature)
     config, model, state = load_run(args.run, args.device, args.weights)
     # Before drawing: the samples are drawn in chunks, but the output holds them all at once.
     check_output(args.n, image_shape(family(config.family).kind, config.model), Path(args.out).suffix, scale=args.scale)
@@ -53,11 +54,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         model = load_stage2(args.run, config, model)
     labels, nrow = class_labels(args.class_, config.family, getattr(config.model, "num_classes", None), args.n)
     device = next(model.parameters()).device
-    images = draw(model, args.n, torch.Generator(device).manual_seed(args.seed), labels, chunk=1024)
+    images = draw(model, args.n, torch.Generator(device).manual_seed(args.seed), labels, chunk=1024, temperature=args.temperature)
     images = _crop(images, state)
     out = save_images(args.out, images, nrow=nrow, scale=args.scale)
     what = {None: "", "all": " of every class (a row each)"}.get(args.class_, f" of class {args.class_}")
-    print(f"genlab: wrote {args.n} samples{what} {tuple(images.shape[1:])} to {out}")
+    hot = "" if args.temperature == 1 else f" at temperature {args.temperature:g}"
+    print(f"genlab: wrote {args.n} samples{what}{hot} {tuple(images.shape[1:])} to {out}")
     return 0
 
 
@@ -145,7 +147,8 @@ def cmd_traverse(args: argparse.Namespace) -> int:
 
 
 def add_sampling_flags(p) -> None:
-    """--weights and --bn: which generator a GAN run samples from, and with which BatchNorm statistics."""
+    """--weights, --bn and --temperature: which generator a GAN run samples from, with which BatchNorm
+    statistics, and how widely any run's prior is drawn."""
     from genlab.runs import WEIGHTS
     from genlab.sampling import BN_MODES
 
@@ -153,6 +156,8 @@ def add_sampling_flags(p) -> None:
                    help="GAN: the raw generator, its EMA (train.ema), or the EMA where the run kept one (default)")  # fmt: skip
     p.add_argument("--bn", choices=BN_MODES, default="eval",
                    help="GAN: BatchNorm with the run's running statistics, or standing ones over 10,000 samples")  # fmt: skip
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="the prior's spread: z = mu + T * sigma * eps (below 1: more typical, less diverse samples)")  # fmt: skip
 
 
 def add_commands(sub) -> None:

@@ -219,6 +219,7 @@ def evaluate(
     sampler: nn.Module | None = None,
     log: Log | None = None,
     chen_samples: int = CHEN_SAMPLES,
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     """All metrics of a trained run, as one JSON-ready dict; data (the training split, or a FactorStream of the
     whole factor set) for factor metrics. log: one line per part with its time (e.g. stderr_progress)."""
@@ -243,12 +244,14 @@ def evaluate(
         "genlab": __version__,
         "torch": torch.__version__,
         "sampler": "2-Stage VAE (second stage, then this VAE's decoder)" if sampler is not None else "the model's prior",
+        "temperature": temperature,
     }
     record = family(config.family)
     classifier, meta, why = find_classifier(config, test)
     fake = None
     if classifier is not None or record.kind != "vae" or inception:  # a VAE on other data scores no samples
-        fake = part(f"{n:,} samples drawn", lambda: generate(sampler or model, n, seed))  # sampler: e.g. the 2-Stage VAE
+        # sampler: e.g. the 2-Stage VAE
+        fake = part(f"{n:,} samples drawn", lambda: generate(sampler or model, n, seed, temperature=temperature))
     if classifier is None:
         result["sample_quality"] = {"skipped": why}
     else:

@@ -181,8 +181,11 @@ class CGAN(nn.Module):
         self.generator = ConditionalGenerator(latent_dim, img_shape, width, num_classes, generator, stem)
         self.discriminator = ProjectionDiscriminator(img_shape, width, num_classes, d_arch)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
-        """n images of the given classes (default: every class in turn), in [-1, 1]."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None, *, temperature: float = 1.0
+    ) -> Tensor:
+        """n images G(z, y), z ~ N(0, temperature^2 I), of the given classes (default: every class in turn), in [-1, 1]."""
         device = next(self.generator.parameters()).device
         labels = balanced_labels(n, self.config.num_classes, device) if labels is None else labels.to(device)
-        return self.generator(torch.randn(n, self.config.latent_dim, device=device, generator=generator), labels)
+        z = torch.randn(n, self.config.latent_dim, device=device, generator=generator)
+        return self.generator(temperature * z, labels)

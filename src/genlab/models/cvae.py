@@ -142,12 +142,15 @@ class CVAE(nn.Module):
         z = self.reparameterize(mu, log_var)
         return (self.decode(z, labels), x, mu, log_var, z) if return_z else (self.decode(z, labels), x, mu, log_var)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
-        """n decoded prior draws of the given classes (default: every class in turn), in [-1, 1]."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None, *, temperature: float = 1.0
+    ) -> Tensor:
+        """n decoded prior draws of the given classes (default: every class in turn), in [-1, 1]; temperature
+        scales the prior's spread about its class mean, mu_y + temperature * sigma_y * eps."""
         device = self.vae.fc_mu.weight.device
         labels = balanced_labels(n, self.num_classes, device) if labels is None else labels.to(device)
         z = torch.randn(n, self.latent_dim, device=device, generator=generator)
-        return self.to_image(self.decode(z, labels))
+        return self.to_image(self.decode(temperature * z, labels))
 
     def reconstruct(self, x: Tensor, labels: Tensor) -> Tensor:
         return self.to_image(self.decode(self.encode(x, labels)[0], labels))

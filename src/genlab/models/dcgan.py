@@ -139,10 +139,10 @@ class ConvGAN(nn.Module):
     config: DCGANConfig
     generator: nn.Module
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n images G(z), z ~ N(0, I), in [-1, 1]."""
+    def sample(self, n: int, generator: torch.Generator | None = None, *, temperature: float = 1.0) -> Tensor:
+        """n images G(z), z ~ N(0, temperature^2 I), in [-1, 1]."""
         device = next(self.generator.parameters()).device
-        return self.generator(torch.randn(n, self.config.latent_dim, device=device, generator=generator))
+        return self.generator(temperature * torch.randn(n, self.config.latent_dim, device=device, generator=generator))
 
 
 class DCGAN(ConvGAN):

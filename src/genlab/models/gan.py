@@ -122,8 +122,8 @@ class GAN(nn.Module):
         self.generator = Generator(latent_dim, img_shape, g_hidden_dims, bn_eps)
         self.discriminator = Discriminator(img_shape, d_hidden_dims)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n images G(z), z ~ N(0, I), in [-1, 1]."""
+    def sample(self, n: int, generator: torch.Generator | None = None, *, temperature: float = 1.0) -> Tensor:
+        """n images G(z), z ~ N(0, temperature^2 I), in [-1, 1]."""
         device = self.generator.model[0].weight.device
         z = torch.randn(n, self.config.latent_dim, device=device, generator=generator)
-        return self.generator(z)
+        return self.generator(temperature * z)

@@ -68,9 +68,10 @@ class Stage2VAE(nn.Module):
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         return self.decode(z), mu, logvar
 
-    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample_codes(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+        """First-stage codes u: temperature scales the second stage's prior draw z2, not the gamma_z noise."""
         z = torch.randn(n, self.config.latent_dim, device=self.log_gamma.device, generator=generator)
-        u = self.decode(z)
+        u = self.decode(temperature * z)
         if self.config.noise:
             u = u + torch.exp(0.5 * self.log_gamma) * torch.randn(u.shape, device=u.device, generator=generator)
         return u
@@ -94,5 +95,5 @@ class TwoStage(nn.Module):
         self.vae, self.stage2, self.config = vae, stage2, vae.config
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.vae.to_image(self.vae.decode(self.stage2.sample_codes(n, generator)))
+    def sample(self, n: int, generator: torch.Generator | None = None, *, temperature: float = 1.0) -> Tensor:
+        return self.vae.to_image(self.vae.decode(self.stage2.sample_codes(n, generator, temperature)))

@@ -156,11 +156,11 @@ class VanillaVAE(nn.Module):
         z = self.reparameterize(mu, log_var)
         return (self.decode(z), x, mu, log_var, z) if return_z else (self.decode(z), x, mu, log_var)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n decoded draws from the prior N(0, I), as images in [-1, 1]."""
+    def sample(self, n: int, generator: torch.Generator | None = None, *, temperature: float = 1.0) -> Tensor:
+        """n decoded draws from the prior N(0, temperature^2 I), as images in [-1, 1]."""
         device = self.fc_mu.weight.device
         z = torch.randn(n, self.latent_dim, device=device, generator=generator)
-        return self.to_image(self.decode(z))
+        return self.to_image(self.decode(temperature * z))
 
     def generate(self, x: Tensor) -> Tensor:
         """Reconstruction of x through a sampled z, as the reference's generate()."""
