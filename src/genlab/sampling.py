@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -26,10 +27,18 @@ def draw(
     (below 1 trades diversity for typical samples, as Kingma & Dhariwal 2018 and Brock et al. 2019 sample).
     """
     device = next(model.parameters()).device
+    hot = {}
+    if temperature != 1:  # a family registered elsewhere may draw only from its prior itself
+        if "temperature" not in inspect.signature(model.sample).parameters:
+            raise GenlabError(
+                f"--temperature: {type(model).__name__}.sample() takes no temperature; drop --temperature "
+                "or give it a `temperature: float = 1.0` keyword"
+            )
+        hot = {"temperature": temperature}
     out = []
     for i in range(0, n, chunk):
         kw = {} if labels is None else {"labels": labels[i : i + chunk].to(device)}
-        out.append(model.sample(min(chunk, n - i), generator=generator, temperature=temperature, **kw).cpu())
+        out.append(model.sample(min(chunk, n - i), generator=generator, **kw, **hot).cpu())
     return torch.cat(out)
 
 

@@ -79,7 +79,9 @@ def toy() -> str:
     FAMILIES.pop("toy-vae")
 
 
-def test_a_family_registered_at_run_time_trains_resumes_samples_and_evaluates(toy: str, idx_data: Path, tmp_path: Path) -> None:
+def test_a_family_registered_at_run_time_trains_resumes_samples_and_evaluates(
+    toy: str, idx_data: Path, tmp_path: Path, capsys
+) -> None:
     common = ["--data", str(idx_data), "--batch-size", "16", "--quiet", "--set", "train.log_every=2"]
     common += ["--set", "train.num_samples=4"]
     whole, split = tmp_path / "whole", tmp_path / "split"
@@ -96,6 +98,11 @@ def test_a_family_registered_at_run_time_trains_resumes_samples_and_evaluates(to
     assert main(["sample", str(whole), "--n", "5", "--out", str(tmp_path / "s.npy")]) == 0
     samples = np.load(tmp_path / "s.npy")
     assert samples.shape == (5, 1, 28, 28) and np.abs(samples).max() <= 1
+    # a sample() without a temperature keeps working at T = 1, and is refused in one line below it
+    assert main(["sample", str(whole), "--n", "2", "--temperature", "1", "--out", str(tmp_path / "t1.npy")]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(whole), "--n", "2", "--temperature", "0.5", "--out", str(tmp_path / "t.npy")]) == 2
+    assert "takes no temperature" in capsys.readouterr().err
     assert main(["interpolate", str(whole), "--pairs", "2", "--steps", "3", "--out", str(tmp_path / "i.npy")]) == 0
     assert main(["eval", str(whole), "--n", "32", "--nll-n", "8", "--k", "2", "--json", str(tmp_path / "e.json")]) == 0
     result = json.loads((tmp_path / "e.json").read_text())
