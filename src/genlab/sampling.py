@@ -28,7 +28,7 @@ def draw(
     """
     device = next(model.parameters()).device
     hot = {}
-    if temperature != 1:  # a family registered elsewhere may draw only from its prior itself
+    if temperature != 1:  # a family registered at run time may have a sample() without the keyword
         if "temperature" not in inspect.signature(model.sample).parameters:
             raise GenlabError(
                 f"--temperature: {type(model).__name__}.sample() takes no temperature; drop --temperature "
