@@ -111,8 +111,20 @@ def test_any_valid_gan_config_generates_its_image_shape(channels: int, size: int
         ("dcgan", {"loss.n_dis": 5}, "loss.n_dis is a setting of sngan"),
         ("dcgan", {"model.img_shape": [1, 30, 30]}, r"a DCGAN makes 28x28 or 4\*2\^k"),
         ("vae", {"model.spectral_norm": True}, "unknown key"),
+        # a setting only another loss_type reads would be silently ignored
+        ("vae", {"loss.tc_warmup": 100}, 'loss.tc_warmup is read by loss.loss_type = "tcvae" only.*set loss.loss_type = "tcvae"'),
+        ("vae", {"loss.loss_type": "tcvae", "loss.max_capacity": 5.0}, 'loss.max_capacity is read by .* "capacity"'),
+        ("vae", {"loss.loss_type": "capacity", "loss.estimator": "mss"}, 'loss.estimator is read by loss.loss_type = "tcvae"'),
+        ("factorvae", {"loss.gamma": 5.0}, 'loss.gamma is read by .* "capacity" only .* under "beta": drop it$'),
     ],
 )
 def test_bad_settings_are_refused_by_name(family: str, overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(family, None, overrides)
+
+
+def test_settings_of_the_chosen_loss_type_are_accepted() -> None:
+    """The refusal above is by loss_type, not by key: each setting is accepted where it is read."""
+    assert load_config("vae", None, {"loss.loss_type": "tcvae", "loss.tc_warmup": 100}).loss.tc_warmup == 100
+    assert load_config("vae", None, {"loss.loss_type": "capacity", "loss.gamma": 5.0}).loss.gamma == 5.0
+    assert load_config("factorvae", None, {"loss.tc_warmup": 100}).loss.tc_warmup == 100  # warms gamma_tc

@@ -7,7 +7,7 @@ need the model family's record are in configfile.py.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 from genlab.errors import ConfigError
@@ -42,6 +42,24 @@ class VAELossConfig:
     margin: int = -1
     # A run saved before margin existed counted every pixel: it resumes as it trained.
     LEGACY: ClassVar[dict[str, Any]] = {"margin": 0}
+    # Settings that one loss_type reads and the others ignore: changed under another, they would do nothing.
+    ONLY_FOR: ClassVar[dict[str, str]] = {
+        "gamma": "capacity", "max_capacity": "capacity", "capacity_max_iter": "capacity",
+        "alpha": "tcvae", "gamma_dwkl": "tcvae", "estimator": "tcvae", "tc_form": "tcvae", "tc_warmup": "tcvae",
+        "dataset_size": "tcvae",
+    }  # fmt: skip
+    SWITCH_LOSS_TYPE: ClassVar[bool] = True
+
+    def ignored_settings(self) -> None:
+        """Refuse a changed setting that this loss_type ignores (checked for new runs only: a run saved with
+        one trained without it, and must still resume)."""
+        defaults = {f.name: f.default for f in fields(self)}
+        for key, loss_type in self.ONLY_FOR.items():
+            if self.loss_type != loss_type and getattr(self, key) != defaults[key]:
+                raise ConfigError(
+                    f'loss.{key} is read by loss.loss_type = "{loss_type}" only and would do nothing under '
+                    f'"{self.loss_type}": drop it' + (f' or set loss.loss_type = "{loss_type}"' if self.SWITCH_LOSS_TYPE else "")
+                )
 
     def validate(self) -> None:
         _positive("loss.kld_weight", self.kld_weight, allow_zero=True)
@@ -74,6 +92,8 @@ class FactorVAELossConfig(VAELossConfig):
     gamma_tc: float = 35.0
     d_lr: float = 0.0001
     d_betas: tuple[float, float] = (0.5, 0.9)
+    ONLY_FOR: ClassVar[dict[str, str]] = {k: v for k, v in VAELossConfig.ONLY_FOR.items() if k != "tc_warmup"}  # warms gamma_tc
+    SWITCH_LOSS_TYPE: ClassVar[bool] = False  # FactorVAE's own TC term needs loss_type "beta"
 
     def validate(self) -> None:
         super().validate()

@@ -170,8 +170,11 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(name: str, file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Family defaults <- config file <- overrides ({"train.lr": 1e-3, ...}), checked and frozen."""
+def load_config(
+    name: str, file: str | Path | None = None, overrides: dict[str, Any] | None = None, *, resumed: bool = False
+) -> RunConfig:
+    """Family defaults <- config file <- overrides ({"train.lr": 1e-3, ...}), checked and frozen; resumed:
+    a saved run's config, which keeps what it trained with."""
     record = family(name)
     raw = merge(record.defaults(), read_file(file) if file else {})
     if "family" in raw:
@@ -186,6 +189,8 @@ def load_config(name: str, file: str | Path | None = None, overrides: dict[str, 
     config = load_config_from_sections(record, raw)
     # A config to train here must fit here; a saved run (from_dict) may come from a larger machine.
     check_training(record, config)
+    if not resumed and hasattr(config.loss, "ignored_settings"):
+        config.loss.ignored_settings()
     return config
 
 

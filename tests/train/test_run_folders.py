@@ -311,3 +311,18 @@ def test_sweep_values_name_folders_inside_the_sweep_folder(tmp_path: Path, monke
         "data.dataset=a%5C..%5Cb", "data.dataset=mnist",
     ]  # fmt: skip
     assert sweep.run_folder(out, "loss.beta", 4.0, 1) == out / "loss.beta=4.0" / "seed1"  # plain values as before
+
+
+def test_a_run_saved_with_a_setting_its_loss_ignores_still_resumes(idx_data: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """New runs refuse loss.tc_warmup on a plain beta-VAE (it would do nothing); a run saved before that
+    refusal trained without it and must not be stranded."""
+    from genlab.config import VAELossConfig
+
+    out = tmp_path / "old"
+    args = train_args("vae", idx_data, out, "--max-steps", "2", "--set", "loss.tc_warmup=100")
+    assert main(args) == 2 and "loss.tc_warmup is read by" in capsys.readouterr().err
+    with monkeypatch.context() as m:  # as an older genlab wrote it
+        m.setattr(VAELossConfig, "ignored_settings", lambda self: None)
+        assert main(args) == 0
+    assert main(["train", "vae", "--resume", str(out), "--quiet", "--max-steps", "3"]) == 0
+    assert ckpt.load_state(ckpt.find_checkpoint(out))["step"] == 3

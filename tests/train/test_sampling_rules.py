@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,7 @@ def test_temperature_is_a_flag_of_sample_and_eval_with_a_one_line_refusal(
     assert main(["eval", str(run), "--n", "16", "--nll-n", "8", "--k", "2", "--temperature", "0.5", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["temperature"] == 0.5
     assert list((run / "evals").glob("*-T0.5.json"))
+    assert re.search(r"^temperature +0\.5 ", capsys.readouterr().out, re.M)  # the printed table says so too
 
 
 def test_standing_statistics_are_the_plain_average_over_fresh_samples() -> None:

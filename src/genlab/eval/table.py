@@ -8,6 +8,8 @@ from typing import Any
 def format_table(result: dict[str, Any]) -> str:
     """A short human-readable table of an evaluate() result."""
     rows = [("run step", result["run_step"]), ("samples n", result["n"]), ("reference", result["reference"])]
+    if result.get("temperature", 1.0) != 1.0:  # the samples are not the model's own distribution: say so
+        rows.append(("temperature", f"{result['temperature']:g} (z drawn at T times the prior's scale)"))
     q = result.get("sample_quality", {})
     if "fd" in q:
         rows += [

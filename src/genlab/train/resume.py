@@ -91,7 +91,7 @@ def resumed_config(run_dir: Path, name: str | None, config_file: str | None, ove
     # Stop conditions belong to an invocation: the resumed run gets only the ones given now.
     saved["train"].update(max_steps=None, time_budget=None)
     sections = {k: v for k, v in saved.items() if k != "family"}
-    return load_config(name, None, {f"{s}.{k}": v for s, d in sections.items() for k, v in d.items()} | allowed)
+    return load_config(name, None, {f"{s}.{k}": v for s, d in sections.items() for k, v in d.items()} | allowed, resumed=True)
 
 
 def _config_copy(run_dir: Path) -> str:
