@@ -104,7 +104,7 @@ ROWS = {
     ),
     # Kim & Mnih step the VAE and D at one learning rate (1e-4); the config's VAE runs at 1e-3 for the CPU budget
     # and its D stayed at 1e-4: at γ = 10 D's loss sits at log 2 from step ~1,500 on (an estimate of TC = 0 the
-    # VAE outran); this row keeps the paper's 1:1 ratio
+    # VAE outran); this row keeps the paper's 1:1 ratio, and D is at chance all the same (docs/disentanglement.md)
     "factorvae-g10-dlr": (
         "factorvae",
         "factorvae_shapes.toml",
